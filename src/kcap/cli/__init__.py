@@ -1,0 +1,1 @@
+"""The `kcap` command line (Typer)."""

@@ -1,0 +1,63 @@
+"""The `kcap` command line: one Typer app; each command lives in its own module.
+
+User errors (`KcapError`) become a one-line ``Error: field: message`` and exit code 2, never a
+traceback; the error is raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from kcap import __version__
+from kcap.cli import data as data_cmd
+from kcap.cli import demo as demo_cmd
+from kcap.cli import model as model_cmd
+from kcap.cli import train as train_cmd
+from kcap.cli.runs import runs
+from kcap.errors import KcapError
+
+
+class KcapGroup(TyperGroup):
+    """Turns `KcapError` (and invalid YAML/config errors) into one-line usage errors."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KcapError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=KcapGroup,
+    help="kcap: measure how many bits of knowledge a language model stores per parameter.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kcap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """kcap: knowledge-capacity measurements (Allen-Zhu & Li, Physics of LMs 3.3)."""
+
+
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(model_cmd.app, name="model")
+app.command("runs", help="List the runs recorded in the results store.")(runs)
+app.command("train", help="Train a model from a YAML config, then measure it.")(train_cmd.train)
+app.command("measure", help="Measure the knowledge a trained run stores.")(train_cmd.measure_cmd)
+app.command("demo", help="The embedded default: a small end-to-end study on the CPU.")(
+    demo_cmd.demo
+)

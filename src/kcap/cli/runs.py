@@ -1,0 +1,150 @@
+"""`kcap runs`: list the runs recorded in the results store (a Rich table, or JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
+
+__all__ = ["runs"]
+
+_MISSING = "-"
+_COLUMNS = (
+    ("run_id", "left"),
+    ("name", "left"),
+    ("status", "left"),
+    ("P", "right"),
+    ("R", "right"),
+    ("R_max", "right"),
+    ("bits total", "right"),
+    ("recall accuracy", "right"),
+    ("wall time", "right"),
+    ("created", "left"),
+)
+_STATUS_STYLE = {"running": "yellow", "finished": "green", "failed": "red"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fmt_count(value: Any) -> str:
+    """Compact count: 950, 12.3k, 1.23M, 4.56G."""
+    if not _is_number(value) or not math.isfinite(value):
+        return _MISSING if value is None else str(value)
+    x = float(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.0f}" if x == round(x) or abs(x) >= 100 else f"{x:.3g}"
+
+
+def _fmt_float(value: Any, digits: int = 3) -> str:
+    if not _is_number(value):
+        return _MISSING if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_duration(value: Any) -> str:
+    if not _is_number(value) or not math.isfinite(value):
+        return _MISSING if value is None else str(value)
+    seconds = float(value)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return _MISSING
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _bits_total(metrics: dict) -> Any:
+    bits = metrics.get("bits")
+    if isinstance(bits, dict):
+        return bits.get("total")
+    return None
+
+
+def _row(rec: RunRecord) -> list[str]:
+    m, p, t = rec.metrics, rec.params, rec.timings
+    style = _STATUS_STYLE.get(rec.status, "")
+    return [
+        escape(rec.run_id),
+        escape(rec.name) if rec.name else _MISSING,
+        f"[{style}]{rec.status}[/]" if style else rec.status,
+        _fmt_count(p.get("P")),
+        _fmt_count(m.get("R")),
+        _fmt_count(m.get("R_max")),
+        _fmt_count(_bits_total(m)),
+        _fmt_float(m.get("recall_accuracy")),
+        _fmt_duration(t.get("wall_s")),
+        _fmt_time(rec.created_at),
+    ]
+
+
+def runs(
+    db: Path = typer.Option(Path("kcap.db"), "--db", help="Path of the results store (SQLite)."),
+    status: str | None = typer.Option(
+        None, help=f"Only runs with this status ({', '.join(STATUSES)})."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print a JSON list of run records instead of a table."
+    ),
+) -> None:
+    """List the runs recorded in the results store."""
+    if status is not None and status not in STATUSES:
+        typer.echo(f"invalid --status {status!r}: expected one of {', '.join(STATUSES)}", err=True)
+        raise typer.Exit(2)
+    if not db.is_file():
+        typer.echo(f"no results store at {db}", err=True)
+        raise typer.Exit(2)
+
+    with ResultsStore(db) as store:
+        records = store.list_runs(status=status)
+
+    if json_out:
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
+        return
+
+    console = Console()
+    if not records:
+        console.print(f"no runs{f' with status {status}' if status else ''} in {db}")
+        return
+
+    rows = [_row(rec) for rec in records]
+    table = Table(title=f"runs in {db}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, (header, justify) in enumerate(_COLUMNS):
+        if header in ("name", "created"):
+            # The flexible columns: they give way first on a narrow terminal.
+            table.add_column(header, justify=justify, overflow="ellipsis")
+        else:
+            # Short values (status, numbers): never truncated.
+            width = max(Text.from_markup(row[i]).cell_len for row in rows)
+            table.add_column(header, justify=justify, min_width=width, no_wrap=header == "run_id")
+    for row in rows:
+        table.add_row(*row)
+    if not console.is_terminal:
+        # Piped or captured output is not cut to 80 columns: print whole rows.
+        wide = console.options.update_width(10_000)
+        console = Console(width=max(console.width, Measurement.get(console, wide, table).maximum))
+    console.print(table)

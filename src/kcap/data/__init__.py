@@ -1,0 +1,1 @@
+"""Synthetic knowledge datasets with exactly known bit content (bioS, bioD, QA)."""

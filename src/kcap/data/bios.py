@@ -1,0 +1,235 @@
+"""bioS(N): synthetic biographies of N people with uniformly random attributes (SPEC §2).
+
+A population is N distinct names drawn without replacement from the 400·400·1000 name space and
+independent uniform attributes. Its renderer turns (person, template choices, sentence order) into
+a labelled `Document`; which templates and order an exposure uses is drawn by `layouts`, a pure
+function of (seed, stream tag, exposure) so any document can be re-created on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kcap.data import pools as P
+from kcap.data.documents import GENDER, NAME, OTHER, Document, Piece
+from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, VALUE, load_templates
+from kcap.data.templates import NAME as SEG_NAME
+
+VARIANTS = ("online", "simple", "fullname")
+#: Piece label of each attribute, in `ATTRIBUTES` order (2..7).
+ATTRIBUTE_LABELS = tuple(range(2, 8))
+#: Stream tags mixed into RNG keys so training, evaluation and population draws never collide.
+TAG_POPULATION, TAG_TRAIN, TAG_EVAL = 0, 1, 2
+
+
+def rng_for(*key: int) -> np.random.Generator:
+    """A numpy Generator keyed by a tuple of non-negative ints (independent streams per key)."""
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
+
+
+@dataclass
+class BioSPopulation:
+    """N people: name index into the N0 name space and attribute indices (all int arrays)."""
+
+    seed: int
+    name: np.ndarray  # int64 in [0, N0)
+    gender: np.ndarray  # 0 = he, 1 = she
+    date: np.ndarray  # month*28*200 + day*200 + year_index, in [0, 67200)
+    city: np.ndarray
+    university: np.ndarray
+    major: np.ndarray
+    employer: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.name)
+
+    @classmethod
+    def sample(cls, n: int, seed: int, *, exclude: np.ndarray | None = None) -> BioSPopulation:
+        """Draw n people; names without replacement (and not in ``exclude``), attributes iid."""
+        rng = rng_for(seed, TAG_POPULATION)
+        name = sample_names(rng, n, exclude)
+        return cls(
+            seed=seed,
+            name=name,
+            gender=rng.integers(0, P.N_GENDERS, n, dtype=np.int8),
+            date=rng.integers(0, P.N_DATES, n, dtype=np.int32),
+            city=rng.integers(0, P.N_CITIES, n, dtype=np.int16),
+            university=rng.integers(0, P.N_UNIVERSITIES, n, dtype=np.int16),
+            major=rng.integers(0, P.N_MAJORS, n, dtype=np.int16),
+            employer=rng.integers(0, P.N_COMPANIES, n, dtype=np.int16),
+        )
+
+    def save(self, path: Path) -> None:
+        np.savez(path, seed=self.seed, **{k: getattr(self, k) for k in _ARRAYS})
+
+    @classmethod
+    def load(cls, path: Path) -> BioSPopulation:
+        with np.load(path) as z:
+            return cls(seed=int(z["seed"]), **{k: z[k] for k in _ARRAYS})
+
+    def name_parts(self, i: int) -> tuple[str, str, str]:
+        pools = P.load_pools()
+        idx = int(self.name[i])
+        first, rest = divmod(idx, P.N_MIDDLE * P.N_LAST)
+        middle, last = divmod(rest, P.N_LAST)
+        return pools.first[first], pools.middle[middle], pools.last[last]
+
+    def full_name(self, i: int) -> str:
+        return " ".join(self.name_parts(i))
+
+    def values(self, i: int) -> tuple[str, ...]:
+        """The six attribute values of person i as strings, in `ATTRIBUTES` order."""
+        pools = P.load_pools()
+        month, rest = divmod(int(self.date[i]), P.N_DAYS * P.N_YEARS)
+        day, year = divmod(rest, P.N_YEARS)
+        employer = int(self.employer[i])
+        return (
+            P.format_date(month, day, year),
+            pools.cities[int(self.city[i])],
+            pools.universities[int(self.university[i])],
+            pools.majors[int(self.major[i])],
+            pools.companies[employer],
+            pools.company_hq[employer],
+        )
+
+
+_ARRAYS = ("name", "gender", "date", "city", "university", "major", "employer")
+
+
+def sample_names(rng: np.random.Generator, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """n distinct name indices drawn uniformly from [0, N0), none of them in ``exclude``."""
+    taken = 0 if exclude is None else len(exclude)
+    if not 0 < n <= P.N0 - taken:
+        raise ValueError(f"n must be in [1, {P.N0 - taken}], got {n}")
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < n:  # rejection: draw extra, drop duplicates/excluded, keep draw order
+        draw = rng.integers(0, P.N0, int((n - len(out)) * 1.05) + 16, dtype=np.int64)
+        cand = np.concatenate([out, draw])
+        _, first = np.unique(cand, return_index=True)
+        keep = np.zeros(len(cand), dtype=bool)
+        keep[first] = True
+        if exclude is not None:
+            keep &= ~np.isin(cand, exclude)
+        out = cand[keep][:n]
+    return out
+
+
+def layouts(n_people: int, *key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Template choices [n, 6] and sentence orders [n, 6] for every person, keyed by ``key``.
+
+    For training the key is (seed, TAG_TRAIN, exposure); ``simple`` uses exposure 0 always;
+    evaluation uses (eval_seed, TAG_EVAL, 0). Orders are permutations of 0..5.
+    """
+    rng = rng_for(*key)
+    counts = np.array([len(load_templates()[a]) for a in ATTRIBUTES])
+    tmpl = rng.integers(0, counts, size=(n_people, len(ATTRIBUTES))).astype(np.int16)
+    order = rng.permuted(np.tile(np.arange(6, dtype=np.int8), (n_people, 1)), axis=1)
+    return tmpl, order
+
+
+class BioSRenderer:
+    """Renders people of a population as labelled documents, for one variant.
+
+    Everything that does not depend on the person is prepared once: each template's segments for
+    every (gender, subject mode, leading space), and the value and name pieces of every pool entry,
+    so rendering a biography is a few list appends (the stream needs >= 50k documents/s).
+    """
+
+    def __init__(self, population: BioSPopulation, variant: str = "online"):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        self.population = population
+        self.variant = variant
+        templates = load_templates()
+        # compiled[attr][template][gender][subject_is_name][lead] -> segments
+        self.compiled = [
+            [
+                [
+                    [
+                        [_pieces(t.compile(g, bool(s), bool(lead))) for lead in (0, 1)]
+                        for s in (0, 1)
+                    ]
+                    for g in (0, 1)
+                ]
+                for t in templates[a]
+            ]
+            for a in ATTRIBUTES
+        ]
+        pools = P.load_pools()
+        self._first = [((f, NAME, 0), (" " + f, NAME, 0)) for f in pools.first]
+        self._middle = [(" " + m, NAME, 0) for m in pools.middle]
+        self._last = [(" " + x, NAME, 0) for x in pools.last]
+        dates = [
+            P.format_date(m, d, y)
+            for m in range(P.N_MONTHS)
+            for d in range(P.N_DAYS)
+            for y in range(P.N_YEARS)
+        ]
+        pool_values = (
+            dates,
+            pools.cities,
+            pools.universities,
+            pools.majors,
+            pools.companies,
+            pools.company_hq,
+        )
+        self._values = [
+            [(" " + v, label, 0) for v in values]
+            for values, label in zip(pool_values, ATTRIBUTE_LABELS, strict=True)
+        ]
+
+    def render(self, person: int, tmpl: Sequence[int], order: Sequence[int]) -> Document:
+        """One biography of ``person`` with template ``tmpl[a]`` per attribute, in ``order``
+        (plain int sequences: a row of `layouts`, converted with ``tolist()``)."""
+        pop = self.population
+        g = int(pop.gender[person])
+        first, rest = divmod(int(pop.name[person]), P.N_MIDDLE * P.N_LAST)
+        middle, last = divmod(rest, P.N_LAST)
+        employer = int(pop.employer[person])
+        value_index = (
+            int(pop.date[person]),
+            int(pop.city[person]),
+            int(pop.university[person]),
+            int(pop.major[person]),
+            employer,
+            employer,
+        )
+        fullname = self.variant == "fullname"
+        compiled, values = self.compiled, self._values
+        pieces: list[Piece] = []
+        append = pieces.append
+        gender_seen = False
+        for pos, a in enumerate(order):
+            lead = pos > 0
+            for kind, piece in compiled[a][tmpl[a]][g][fullname or not lead][lead]:
+                if kind == LIT:
+                    append(piece)
+                elif kind == VALUE:
+                    append(values[a][value_index[a]])
+                elif kind == SEG_NAME:
+                    append(self._first[first][piece])
+                    append(self._middle[middle])
+                    append(self._last[last])
+                else:  # a pronoun: the first one in the document carries the gender
+                    append(piece[gender_seen])
+                    gender_seen = True
+        return Document(person, pieces)
+
+
+def _pieces(segments: tuple) -> tuple:
+    """Segments with their pieces pre-built: a literal's piece, a pronoun's (gender, other)
+    pieces, and for a name whether it follows a space."""
+    out = []
+    for kind, text in segments:
+        if kind == LIT:
+            out.append((kind, (text, OTHER, 0)))
+        elif kind == PRONOUN:
+            out.append((kind, ((text, GENDER, 0), (text, OTHER, 0))))
+        else:
+            out.append((kind, bool(text)))
+    return tuple(out)

@@ -1,0 +1,284 @@
+"""A dataset on disk: manifest, population, tokenizer; and the document sources the stream reads.
+
+``DIR/manifest.json`` says what the dataset is (kind, parameters, seed, exact bits by component,
+vocabulary statistics); ``DIR/population.npz`` holds the sampled people and ``DIR/tokenizer.json``
+the tokenizer trained on it. Documents themselves are never stored: they are re-rendered, on the
+fly and deterministically, for every exposure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kcap.data import pools as P
+from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
+from kcap.data.bios import TAG_EVAL, TAG_TRAIN, VARIANTS, BioSPopulation, BioSRenderer, layouts
+from kcap.data.bits import biod_bits, bios_bits
+from kcap.data.documents import Document
+from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, load_templates
+from kcap.errors import KcapError, require
+from kcap.tokenization.tokenizer import KINDS, KTokenizer
+
+MANIFEST, POPULATION, TOKENIZER = "manifest.json", "population.npz", "tokenizer.json"
+DEFAULT_EVAL_SEED = 12345
+TOKENIZER_SAMPLE = 4000  # documents used to train the tokenizer
+
+
+class BioSSource:
+    """bioS documents per exposure; layouts are drawn once per exposure for everyone."""
+
+    def __init__(self, population: BioSPopulation, variant: str, seed: int, *, eval_: bool = False):
+        self.renderer = BioSRenderer(population, variant)
+        self.n = population.n
+        self.seed = seed
+        self.tag = TAG_EVAL if eval_ else TAG_TRAIN
+        self.fixed = variant == "simple" or eval_
+        self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _layouts(self, exposure: int) -> tuple[np.ndarray, np.ndarray]:
+        e = 0 if self.fixed else exposure
+        if self._cached is None or self._cached[0] != e:
+            self._cached = (e, layouts(self.n, self.seed, self.tag, e))
+        return self._cached[1]
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        tmpl, order = self._layouts(exposure)
+        render = self.renderer.render
+        rows = zip(people.tolist(), tmpl[people].tolist(), order[people].tolist(), strict=True)
+        for p, t, o in rows:
+            yield render(p, t, o)
+
+
+class BioDSource:
+    """bioD documents per exposure (sentence order re-drawn every exposure)."""
+
+    def __init__(self, population: BioDPopulation, seed: int, *, eval_: bool = False):
+        self.renderer = BioDRenderer(population)
+        self.n = population.n
+        self.k = population.params.k
+        self.seed = seed
+        self.tag = TAG_EVAL if eval_ else TAG_TRAIN
+        self.fixed = eval_
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        e = 0 if self.fixed else exposure
+        if self._cached is None or self._cached[0] != e:
+            self._cached = (e, biod_orders(self.n, self.k, self.seed, self.tag, e))
+        orders = self._cached[1]
+        for p in people.tolist():
+            yield self.renderer.render(p, orders[p])
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset directory."""
+
+    path: Path
+    manifest: dict
+    population: BioSPopulation | BioDPopulation
+    tokenizer: KTokenizer
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def n(self) -> int:
+        return self.population.n
+
+    def source(self, *, eval_: bool = False, eval_seed: int = DEFAULT_EVAL_SEED):
+        """The document source for training (keyed by the dataset seed) or evaluation."""
+        seed = eval_seed if eval_ else self.manifest["seed"]
+        if self.kind == "bios":
+            return BioSSource(
+                self.population, self.manifest["params"]["variant"], seed, eval_=eval_
+            )
+        return BioDSource(self.population, seed, eval_=eval_)
+
+    @property
+    def bits(self) -> dict[str, float]:
+        return self.manifest["bits"]
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    require(manifest_path.is_file(), "dataset", f"no dataset at {path} (missing {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    pop_cls = BioSPopulation if manifest["kind"] == "bios" else BioDPopulation
+    population = pop_cls.load(path / POPULATION)
+    return Dataset(path, manifest, population, KTokenizer.load(path / TOKENIZER))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def check_bios_args(n: int, variant: str) -> None:
+    require(1 <= n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {n}")
+    require(
+        variant in VARIANTS, "--variant", f"must be one of {', '.join(VARIANTS)}; got {variant!r}"
+    )
+
+
+def check_biod_args(p: BioDParams) -> None:
+    require(1 <= p.n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {p.n}")
+    for name, value in (("--k", p.k), ("--c", p.c), ("--d", p.d), ("--l", p.l)):
+        require(value >= 1, name, f"must be a positive integer; got {value}")
+    require(p.t >= 2, "--t", f"must be at least 2; got {p.t}")
+    require(p.d <= p.t**p.l, "--d", f"must be at most T^L = {p.t}^{p.l}; got {p.d}")
+
+
+def check_tokenizer_args(kind: str, vocab: int) -> None:
+    require(kind in KINDS, "--tokenizer", f"must be one of {', '.join(KINDS)}; got {kind!r}")
+    require(vocab >= 300, "--vocab", f"must be at least 300 (bytes + specials); got {vocab}")
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` without ``force``, and an ``out`` we cannot create."""
+    if out.exists():
+        require(out.is_dir(), "--out", f"{out} exists and is not a directory")
+        require(force or not any(out.iterdir()), "--out", f"{out} is not empty (use --force)")
+    parent = out.parent if not out.exists() else out
+    while not parent.exists():
+        parent = parent.parent
+    require(parent.is_dir() and _writable(parent), "--out", f"{out} is not writable")
+
+
+def _writable(path: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+def _training_texts(docs: list[Document], extra: list[str]) -> Iterator[str]:
+    yield from (d.text for d in docs)
+    yield from extra
+
+
+def build_bios(
+    n: int,
+    seed: int,
+    variant: str = "online",
+    *,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict, BioSPopulation, KTokenizer]:
+    """Sample bioS(N), train its tokenizer, and compute the manifest (nothing written)."""
+    check_bios_args(n, variant)
+    check_tokenizer_args(tokenizer, vocab)
+    _say(progress, "sampling population")
+    pop = BioSPopulation.sample(n, seed)
+    source = BioSSource(pop, variant, seed)
+    sample = np.arange(min(n, TOKENIZER_SAMPLE))
+    docs = list(source.documents(0, sample))
+    pools = P.load_pools()
+    extra = [*pools.cities, *pools.universities, *pools.majors, *pools.companies, *pools.company_hq]
+    _say(progress, "training tokenizer")
+    tok = KTokenizer.train(_training_texts(docs, extra), vocab_size=vocab, kind=tokenizer)
+    _say(progress, "counting used tokens")
+    used = _used_tokens_bios(source, tok)
+    params = {"n": n, "variant": variant}
+    manifest = _manifest("bios", params, seed, bios_bits(n), tok, used, docs)
+    manifest["templates"] = {a: len(t) for a, t in load_templates().items()}
+    return manifest, pop, tok
+
+
+def build_biod(
+    p: BioDParams,
+    seed: int,
+    *,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict, BioDPopulation, KTokenizer]:
+    """Sample bioD(N, K, C, D, L, T), train its tokenizer, and compute the manifest."""
+    check_biod_args(p)
+    check_tokenizer_args(tokenizer, vocab)
+    _say(progress, "sampling population")
+    pop = BioDPopulation.sample(p, seed)
+    source = BioDSource(pop, seed)
+    docs = list(source.documents(0, np.arange(min(p.n, TOKENIZER_SAMPLE))))
+    _say(progress, "training tokenizer")
+    symbols = source.renderer.symbols()
+    tok = KTokenizer.train(
+        (d.text for d in docs), vocab_size=vocab + len(symbols), kind=tokenizer, symbols=symbols
+    )
+    _say(progress, "counting used tokens")
+    used: set[int] = {tok.eos_id}
+    for doc in source.documents(0, np.arange(p.n)):
+        used.update(tok.encode_pieces(doc.pieces)[0])
+    params = {"n": p.n, "k": p.k, "c": p.c, "d": p.d, "l": p.l, "t": p.t}
+    bits = biod_bits(p.n, p.k, p.c, p.d, p.l, p.t)
+    return _manifest("biod", params, seed, bits, tok, used, docs), pop, tok
+
+
+def _used_tokens_bios(source: BioSSource, tok: KTokenizer) -> set[int]:
+    """Tokens of every template segment in every form, plus every person's rendered document."""
+    used: set[int] = {tok.eos_id}
+    for per_attr in source.renderer.compiled:
+        for per_template in per_attr:
+            for per_gender in per_template:
+                for per_mode in per_gender:
+                    for segments in per_mode:
+                        for kind, piece in segments:
+                            if kind in (LIT, PRONOUN):
+                                text = piece[0] if kind == LIT else piece[0][0]
+                                used.update(tok.piece_ids(text))
+    for doc in source.documents(0, np.arange(source.n)):
+        used.update(tok.encode_pieces(doc.pieces)[0])
+    return used
+
+
+def _manifest(kind, params, seed, bits, tok: KTokenizer, used: set[int], docs) -> dict:
+    lengths = [len(tok.encode_pieces(d.pieces)[0]) + 1 for d in docs[:1000]]
+    return {
+        "kind": kind,
+        "params": params,
+        "seed": seed,
+        "bits": bits,
+        "vocab": {
+            "tokenizer": tok.kind,
+            "vocab_size": tok.vocab_size,
+            "used_tokens": len(used),
+            "mean_tokens_per_document": float(np.mean(lengths)),
+        },
+        "attributes": list(ATTRIBUTES)
+        if kind == "bios"
+        else [f"ID {i + 1}" for i in range(params["k"])],
+    }
+
+
+def write_dataset(out: Path, manifest: dict, population, tok: KTokenizer, *, force: bool) -> None:
+    """Write atomically: into a sibling temp dir, then rename over ``out``."""
+    prepare_out_dir(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        population.save(tmp / POPULATION)
+        tok.save(tmp / TOKENIZER)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _say(progress, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+__all__ = ["Dataset", "KcapError", "build_biod", "build_bios", "load_dataset", "write_dataset"]

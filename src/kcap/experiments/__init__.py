@@ -1,0 +1,1 @@
+"""Experiments and reporting: the SQLite results store, the demo, reports."""

@@ -1,0 +1,25 @@
+"""`kcap demo`: the embedded default study, calibrated to finish in minutes on a 2-core CPU.
+
+It generates a small bioS population, trains a small GPT2-style model on it for enough
+exposures and small-batch steps to memorise most of it, measures the bits stored and writes a
+report. The calibration (SPEC §8: small models need many small steps and a few hundred
+exposures) is recorded in README.md.
+"""
+
+from __future__ import annotations
+
+DEMO_CONFIG: dict = {
+    "name": "demo",
+    "dataset": {"kind": "bios", "n": 300, "seed": 0, "variant": "online", "vocab": 1024},
+    "model": {"preset": "gpt2-2-2", "overrides": {"d_model": 64, "n_head": 2}},
+    "training": {
+        "exposures": 200,
+        "batch_size": 4,
+        "window": 128,
+        "lr": 2e-3,
+        "weight_decay": 0.1,
+        "checkpoint_every": 1000,
+        "log_every": 20,
+    },
+    "measurement": {"every": 500, "during_max_people": 150, "batch_size": 100},
+}

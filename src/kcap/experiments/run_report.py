@@ -1,0 +1,104 @@
+"""A report folder for one run: markdown summary plus loss and bits-over-training plots (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(loss records, measurement records) from RUN_DIR/metrics.jsonl."""
+    losses, measures = [], []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        (measures if "measure" in rec else losses).append(rec)
+    return losses, measures
+
+
+def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -> Path:
+    """Write ``out_dir/report.md``, ``loss.png`` and ``bits.png``; return the markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = json.loads((run_dir / "measure.json").read_text())
+    summary = json.loads((run_dir / "run.json").read_text())
+    losses, measures = read_metrics(run_dir)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=1)
+    ax.set(xlabel="step", ylabel="training loss (nats/token)", title="training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["step"] for r in measures]
+    ax.plot(steps, [r["measure"]["bits"] for r in measures], marker="o", label="bits stored")
+    ax.axhline(m["data_bits"], color="k", ls="--", lw=1, label="data bits")
+    ax.set(xlabel="step", ylabel="bits", title="knowledge stored over training")
+    ax2 = ax.twinx()
+    ax2.plot(
+        steps,
+        [r["measure"]["recall_accuracy"] for r in measures],
+        color="tab:green",
+        marker="s",
+        ms=3,
+        lw=1,
+        label="recall accuracy",
+    )
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("recall accuracy")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "bits.png", dpi=120)
+    plt.close(fig)
+
+    b = m["bits"]
+    rows = [
+        ("dataset", f"{m['kind']}, N = {m['n_people']:,}"),
+        ("data bits", f"{m['data_bits']:,.0f}"),
+        (
+            "bits stored (name / value / diversity)",
+            f"{b['total']:,.0f} ({b['name']:,.0f} / {b['value']:,.0f} / {b['diversity']:,.0f})",
+        ),
+        ("fraction of data bits stored", f"{b['total'] / m['data_bits']:.1%}"),
+        ("P (counted parameters)", f"{m['P']:,}"),
+        ("capacity ratio R", f"{m['R']:.3f} bits/param"),
+        ("R_max", f"{m['R_max']:.3f}"),
+        ("recall accuracy", f"{m['recall_accuracy']:.1%}"),
+        ("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}"),
+        (
+            "exposures (min / max realised)",
+            f"{summary['exposures']['min']} / {summary['exposures']['max']}",
+        ),
+        ("train time", f"{summary['train_seconds']:.0f} s ({summary['tokens_per_s']:,.0f} tok/s)"),
+    ]
+    per_attr = "\n".join(
+        f"| {a} | {m['loss_per_attribute'][a]:.3f} | {m['bits_per_attribute'][a]:,.0f} | "
+        f"{m['recall_per_attribute'].get(a, float('nan')):.1%} |"
+        for a in m["bits_per_attribute"]
+    )
+    md = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in rows]
+    md += [
+        "",
+        "## Per attribute",
+        "",
+        "| attribute | loss (nats) | bits | recall |",
+        "|---|---|---|---|",
+        per_attr,
+        "",
+        "![training loss](loss.png)",
+        "",
+        "![bits over training](bits.png)",
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md))
+    return path

@@ -1,0 +1,401 @@
+"""The embedded SQLite results store: one row per training run, safe for concurrent writers.
+
+Every training run (and every sweep point) is recorded here: its config (and a stable hash of
+it), the data manifest, parameters, metrics, timings, status and where its files live.  Several
+processes may write to the same database at once (sweep workers); WAL mode, a busy timeout,
+``BEGIN IMMEDIATE`` transactions and a retry loop on "database is locked" make that safe, and
+:meth:`ResultsStore.claim` lets workers share a sweep without ever running one config twice.
+
+Only the standard library's :mod:`sqlite3` is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "DEFAULT_DB",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "ResultsStore",
+    "RunRecord",
+    "config_hash",
+]
+
+DEFAULT_DB = "kcap.db"
+SCHEMA_VERSION = 1
+STATUSES = ("running", "finished", "failed")
+
+_BUSY_TIMEOUT_MS = 30_000
+_LOCK_RETRIES = 5
+_LOCK_BACKOFF_S = 0.05
+
+# Fields that update_run() accepts; each is a dict stored as JSON in the "<name>_json" column.
+_UPDATABLE = ("params", "metrics", "timings", "manifest")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    name          TEXT,
+    config_hash   TEXT,
+    config_json   TEXT,
+    manifest_json TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')),
+    params_json   TEXT,
+    metrics_json  TEXT,
+    timings_json  TEXT,
+    host          TEXT,
+    run_dir       TEXT,
+    error         TEXT,
+    created_at    REAL,
+    updated_at    REAL
+);
+CREATE INDEX IF NOT EXISTS idx_runs_config_hash ON runs (config_hash);
+CREATE INDEX IF NOT EXISTS idx_runs_status ON runs (status);
+"""
+
+_COLUMNS = (
+    "run_id, name, config_hash, config_json, manifest_json, status, params_json, metrics_json, "
+    "timings_json, host, run_dir, error, created_at, updated_at"
+)
+
+T = TypeVar("T")
+
+
+def config_hash(config: dict) -> str:
+    """Return a stable 16-hex-char id of ``config`` (independent of key order)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _dumps(value: dict | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _loads(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    return json.loads(text)
+
+
+@dataclass
+class RunRecord:
+    """One row of the ``runs`` table with its JSON columns decoded.
+
+    ``config`` is always a dict; ``manifest`` is ``None`` when none was recorded; ``params``,
+    ``metrics`` and ``timings`` are empty dicts until something is written to them.
+    """
+
+    run_id: str
+    name: str | None
+    config_hash: str | None
+    config: dict
+    manifest: dict | None
+    status: str
+    params: dict
+    metrics: dict
+    timings: dict
+    host: str | None
+    run_dir: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | tuple) -> RunRecord:
+        (
+            run_id,
+            name,
+            chash,
+            config_json,
+            manifest_json,
+            status,
+            params_json,
+            metrics_json,
+            timings_json,
+            host,
+            run_dir,
+            error,
+            created_at,
+            updated_at,
+        ) = tuple(row)
+        return cls(
+            run_id=run_id,
+            name=name,
+            config_hash=chash,
+            config=_loads(config_json) or {},
+            manifest=_loads(manifest_json),
+            status=status,
+            params=_loads(params_json) or {},
+            metrics=_loads(metrics_json) or {},
+            timings=_loads(timings_json) or {},
+            host=host,
+            run_dir=run_dir,
+            error=error,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class ResultsStore:
+    """A results database at ``path``; one connection per instance, shareable across threads.
+
+    Use as a context manager (``with ResultsStore(p) as store: ...``) or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; every write opens its own explicitly.
+        self._conn = sqlite3.connect(
+            str(self.path),
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self._retrying(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._write(self._init_schema)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` retrying on "database is locked" with exponential backoff."""
+        delay = _LOCK_BACKOFF_S
+        for attempt in range(_LOCK_RETRIES + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _LOCK_RETRIES:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body(conn)`` inside one ``BEGIN IMMEDIATE`` transaction, retried when locked."""
+
+        def attempt() -> T:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        with self._lock:
+            if self._conn is None:
+                raise sqlite3.ProgrammingError("ResultsStore is closed")
+            return self._retrying(attempt)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            if self._conn is None:
+                raise sqlite3.ProgrammingError("ResultsStore is closed")
+            return self._retrying(lambda: self._conn.execute(sql, args).fetchall())
+
+    @staticmethod
+    def _init_schema(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"results store schema v{version} is newer than this kcap (v{SCHEMA_VERSION})"
+            )
+        # executescript() would COMMIT our transaction; run the statements one by one instead.
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _upsert_running(
+        conn: sqlite3.Connection,
+        run_id: str,
+        *,
+        name: str | None,
+        config: dict,
+        manifest: dict | None,
+        run_dir: str | None,
+        params: dict | None,
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            """
+            INSERT INTO runs (run_id, name, config_hash, config_json, manifest_json, status,
+                              params_json, metrics_json, timings_json, host, run_dir, error,
+                              created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, ?, ?, NULL, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET
+                name = excluded.name,
+                config_hash = excluded.config_hash,
+                config_json = excluded.config_json,
+                manifest_json = excluded.manifest_json,
+                status = 'running',
+                params_json = excluded.params_json,
+                metrics_json = NULL,
+                timings_json = NULL,
+                host = excluded.host,
+                run_dir = excluded.run_dir,
+                error = NULL,
+                updated_at = excluded.updated_at
+            """,
+            (
+                run_id,
+                name,
+                config_hash(config),
+                _dumps(config),
+                _dumps(manifest),
+                _dumps(params),
+                socket.gethostname(),
+                None if run_dir is None else str(run_dir),
+                now,
+                now,
+            ),
+        )
+
+    @staticmethod
+    def _update(conn: sqlite3.Connection, run_id: str, sets: dict[str, Any]) -> None:
+        sets = {**sets, "updated_at": time.time()}
+        assignments = ", ".join(f"{col} = ?" for col in sets)
+        cur = conn.execute(
+            f"UPDATE runs SET {assignments} WHERE run_id = ?", (*sets.values(), run_id)
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no run {run_id!r} in the results store")
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        name: str | None,
+        config: dict,
+        manifest: dict | None,
+        run_dir: str | None,
+        params: dict | None = None,
+    ) -> None:
+        """Record ``run_id`` as running; an existing row is reset (its ``created_at`` kept)."""
+        self._write(
+            lambda conn: self._upsert_running(
+                conn,
+                run_id,
+                name=name,
+                config=config,
+                manifest=manifest,
+                run_dir=run_dir,
+                params=params,
+            )
+        )
+
+    def claim(self, run_id: str, **start_kwargs: Any) -> bool:
+        """Atomically start ``run_id`` unless it is already running or finished.
+
+        ``start_kwargs`` are those of :meth:`start_run`.  Returns True when this caller got the
+        run (a fresh id, or one whose previous attempt failed), False otherwise.
+        """
+        kwargs = {"name": None, "manifest": None, "run_dir": None, "params": None, **start_kwargs}
+        if "config" not in kwargs:
+            raise TypeError("claim() needs config=")
+
+        def body(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is not None and row[0] in ("running", "finished"):
+                return False
+            self._upsert_running(conn, run_id, **kwargs)
+            return True
+
+        return self._write(body)
+
+    def update_run(self, run_id: str, **fields: dict | None) -> None:
+        """Replace any of ``params``, ``metrics``, ``timings``, ``manifest`` of ``run_id``."""
+        unknown = set(fields) - set(_UPDATABLE)
+        if unknown:
+            raise ValueError(f"update_run: unknown fields {sorted(unknown)}; allowed {_UPDATABLE}")
+        if not fields:
+            return
+        sets = {f"{key}_json": _dumps(value) for key, value in fields.items()}
+        self._write(lambda conn: self._update(conn, run_id, sets))
+
+    def finish_run(self, run_id: str, metrics: dict, timings: dict | None = None) -> None:
+        """Mark ``run_id`` finished with its final ``metrics`` (and ``timings``, if given)."""
+        sets: dict[str, Any] = {
+            "status": "finished",
+            "metrics_json": _dumps(metrics),
+            "error": None,
+        }
+        if timings is not None:
+            sets["timings_json"] = _dumps(timings)
+        self._write(lambda conn: self._update(conn, run_id, sets))
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark ``run_id`` failed with an error message (it may then be re-claimed)."""
+        sets = {"status": "failed", "error": error}
+        self._write(lambda conn: self._update(conn, run_id, sets))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def list_runs(self, status: str | None = None) -> list[RunRecord]:
+        """All runs (or those with ``status``), oldest first."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        sql = f"SELECT {_COLUMNS} FROM runs"
+        args: tuple = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            args = (status,)
+        sql += " ORDER BY created_at, run_id"
+        return [RunRecord.from_row(row) for row in self._read(sql, args)]
+
+    def is_finished(self, run_id: str) -> bool:
+        rows = self._read("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+        return bool(rows) and rows[0][0] == "finished"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"

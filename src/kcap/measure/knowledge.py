@@ -1,0 +1,170 @@
+"""The knowledge measure (SPEC §4): span losses p1/p2/p3, the bit lower bound, R, recall.
+
+Evaluation renders every person's biography once with a fixed evaluation seed (the training
+distribution, but documents the model never saw verbatim), streams people in batches (memory is
+independent of N), sums each span's token losses, and applies Definition 4.3 (bioS) or 4.1 (bioD)
+of the paper. Each bit term is clipped at zero and the clipping is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from kcap.data import pools as P
+from kcap.data.dataset import DEFAULT_EVAL_SEED, Dataset
+from kcap.data.documents import GENDER, NAME, VALUE_BASE
+from kcap.data.templates import ATTRIBUTES
+from kcap.measure.losses import token_losses
+
+LOG2E = 1.0 / math.log(2.0)
+#: bioS attributes scored in p2 (work city is fixed by the employer and carries no bits).
+BIOS_KNOWLEDGE = ("birth_date", "birth_city", "university", "major", "employer", "gender")
+BIOS_POOL_SIZES = {
+    "birth_date": P.N_DATES,
+    "birth_city": P.N_CITIES,
+    "university": P.N_UNIVERSITIES,
+    "major": P.N_MAJORS,
+    "employer": P.N_COMPANIES,
+    "gender": P.N_GENDERS,
+}
+#: Attributes whose exact-match recall makes up `recall_accuracy` (the paper's five).
+BIOS_RECALL = ("birth_date", "birth_city", "university", "major", "employer")
+
+
+@dataclass
+class Measurement:
+    kind: str
+    n_people: int
+    n_measured: int
+    p1: float
+    p2: float
+    p3: float | None
+    bits: dict[str, float]
+    bits_unclipped: dict[str, float]
+    clipped: list[str]
+    bits_per_attribute: dict[str, float]
+    loss_per_attribute: dict[str, float]
+    recall_accuracy: float
+    recall_per_attribute: dict[str, float]
+    P: int
+    R: float
+    R_max: float
+    data_bits: float
+    eval_seed: int
+    params: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def measure(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    P_count: int,
+    params: dict[str, int] | None = None,
+    eval_seed: int = DEFAULT_EVAL_SEED,
+    max_people: int | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> Measurement:
+    """Measure the knowledge ``model`` holds about ``dataset`` (every person unless max_people)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    tok = dataset.tokenizer
+    source = dataset.source(eval_=True, eval_seed=eval_seed)
+    n = dataset.n
+    m = n if max_people is None else min(n, max_people)
+    people = (
+        np.arange(n) if m == n else np.random.default_rng(eval_seed).choice(n, m, replace=False)
+    )
+    bios = dataset.kind == "bios"
+    attrs = [*BIOS_KNOWLEDGE, "work_city"] if bios else list(range(dataset.manifest["params"]["k"]))
+    name_sum = 0.0
+    loss_sum = dict.fromkeys(map(str, attrs), 0.0)
+    hit_sum = dict.fromkeys(map(str, attrs), 0.0)
+    first_chunk_sum = 0.0
+    for start in range(0, m, batch_size):
+        block = people[start : start + batch_size]
+        docs = list(source.documents(0, block))
+        encoded = [tok.encode_pieces(d.pieces) for d in docs]
+        losses, hits = token_losses(model, [e[0] for e in encoded], tok.eos_id, device)
+        for (_, labels, index), nll, hit in zip(encoded, losses, hits, strict=True):
+            labels, index = np.asarray(labels), np.asarray(index)
+            name_sum += float(nll[labels == NAME].sum())
+            for a in attrs:
+                if bios:
+                    label = GENDER if a == "gender" else 2 + ATTRIBUTES.index(a)
+                    sel = labels == label
+                    if not sel.any():  # no pronoun in this rendering: gender unknown, ln 2
+                        loss_sum[a] += math.log(2)
+                        continue
+                else:
+                    sel = labels == VALUE_BASE + a
+                    first_chunk_sum += float(nll[sel & (index == 0)].sum())
+                loss_sum[str(a)] += float(nll[sel].sum())
+                hit_sum[str(a)] += float(hit[sel].all())
+        if progress:
+            progress(len(block))
+    if was_training:
+        model.train()
+    mean_loss = {a: s / m for a, s in loss_sum.items()}
+    recall = {a: s / m for a, s in hit_sum.items()}
+    p1 = name_sum / m
+    name_bits = n * (math.log2(P.N0) - p1 * LOG2E)
+    if bios:
+        p2 = sum(mean_loss[a] for a in BIOS_KNOWLEDGE)
+        p3 = None
+        value_bits = n * (P.ATTRIBUTE_BITS - p2 * LOG2E)
+        diversity_bits = 0.0
+        per_attr = {
+            a: n * (math.log2(BIOS_POOL_SIZES[a]) - mean_loss[a] * LOG2E) for a in BIOS_KNOWLEDGE
+        }
+        recall_acc = float(np.mean([recall[a] for a in BIOS_RECALL]))
+    else:
+        prm = dataset.manifest["params"]
+        k, c, d, length, t = prm["k"], prm["c"], prm["d"], prm["l"], prm["t"]
+        p2 = sum(mean_loss.values()) / k  # averaged over (person, attribute)
+        p3 = first_chunk_sum / (m * k)
+        value_bits = n * k * (c * math.log2(d) - p2 * LOG2E)
+        diversity_bits = k * d * (length * math.log2(t) - math.log2(d) - p3 * LOG2E)
+        per_attr = {
+            f"ID {int(a) + 1}": n * (c * math.log2(d) - mean_loss[a] * LOG2E) for a in mean_loss
+        }
+        recall_acc = float(np.mean(list(recall.values())))
+        mean_loss = {f"ID {int(a) + 1}": v for a, v in mean_loss.items()}
+        recall = {f"ID {int(a) + 1}": v for a, v in recall.items()}
+    raw = {"name": name_bits, "value": value_bits, "diversity": diversity_bits}
+    bits = {key: max(0.0, v) for key, v in raw.items()}
+    bits["total"] = sum(bits.values())
+    raw["total"] = sum(raw.values())
+    data_bits = float(dataset.bits["total"])
+    return Measurement(
+        kind=dataset.kind,
+        n_people=n,
+        n_measured=m,
+        p1=p1,
+        p2=p2,
+        p3=p3,
+        bits=bits,
+        bits_unclipped=raw,
+        clipped=[key for key in ("name", "value", "diversity") if raw[key] < 0],
+        bits_per_attribute=per_attr,
+        loss_per_attribute=mean_loss,
+        recall_accuracy=recall_acc,
+        recall_per_attribute=recall,
+        P=P_count,
+        R=bits["total"] / P_count,
+        R_max=data_bits / P_count,
+        data_bits=data_bits,
+        eval_seed=eval_seed,
+        params=dict(params or {}),
+    )

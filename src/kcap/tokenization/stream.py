@@ -1,0 +1,199 @@
+"""The exposure-exact training stream (SPEC §3).
+
+Exposure e of the run visits every person once, in a random permutation keyed by (seed, e); each
+visit renders that person's biography for exposure e (a pure function of seed, person, e). The
+documents are joined with ``<|eos|>`` (one also opens the stream) and cut into windows of
+``window + 1`` tokens that overlap by one token, so every token after the first is predicted
+exactly once. The last window is padded with ``-1`` (ignored by the loss).
+
+The stream state (exposure, position, carried tokens) is tiny and is saved in checkpoints, so a
+resumed run sees exactly the windows an uninterrupted run would: no replay, no skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from kcap.data.bios import rng_for
+from kcap.data.documents import Document
+from kcap.tokenization.tokenizer import KTokenizer
+
+TAG_ORDER = 3
+PAD = -1
+
+
+class DocumentSource(Protocol):
+    """What the stream needs from a dataset: N people and a renderer per exposure."""
+
+    n: int
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        """The biographies of ``people`` (in that order) at exposure ``exposure``."""
+        ...
+
+
+@dataclass
+class StreamState:
+    """Where the stream is: the next (exposure, position) to render and the tokens carried over
+    from documents already rendered but not yet fully emitted (ids, people, labels)."""
+
+    exposure: int = 0  # current exposure (0-based)
+    position: int = 0  # next index in that exposure's permutation
+    windows: int = 0  # windows emitted so far
+    carry_ids: list[int] = field(default_factory=list)
+    carry_people: list[int] = field(default_factory=list)
+    carry_labels: list[int] = field(default_factory=list)
+    started: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StreamState:
+        return cls(**d)
+
+
+@dataclass
+class Window:
+    """One window of ``window + 1`` tokens: ids, the person of each token (-1 for eos/pad) and
+    the piece label of each token (0 template, 1 name, 2.. values; -1 eos/pad)."""
+
+    ids: np.ndarray
+    people: np.ndarray
+    labels: np.ndarray
+
+
+class ExposureStream:
+    """Yields `Window`s over E exposures of every person, resumable from a `StreamState`."""
+
+    def __init__(
+        self,
+        source: DocumentSource,
+        tokenizer: KTokenizer,
+        *,
+        exposures: int,
+        seed: int,
+        window: int = 512,
+        state: StreamState | None = None,
+        block: int = 512,
+    ):
+        self.source = source
+        self.tok = tokenizer
+        self.exposures = exposures
+        self.seed = seed
+        self.window = window
+        self.block = block
+        self.counts = np.zeros(source.n, dtype=np.int64)  # realised exposures (this process)
+        self._perm: tuple[int, np.ndarray] | None = None
+        self.state = state or StreamState()
+
+    @property
+    def state(self) -> StreamState:
+        """The resumable state (the carried tokens are materialised from the working buffer)."""
+        s = self._state
+        s.carry_ids = self._ids[self._pos :].tolist()
+        s.carry_people = self._people[self._pos :].tolist()
+        s.carry_labels = self._labels[self._pos :].tolist()
+        return s
+
+    @state.setter
+    def state(self, state: StreamState) -> None:
+        self._state = state
+        self._ids = np.asarray(state.carry_ids, dtype=np.int64)
+        self._people = np.asarray(state.carry_people, dtype=np.int64)
+        self._labels = np.asarray(state.carry_labels, dtype=np.int64)
+        self._pos = 0
+
+    def permutation(self, exposure: int) -> np.ndarray:
+        """The order in which exposure ``exposure`` visits the people (keyed by seed, exposure)."""
+        if self._perm is None or self._perm[0] != exposure:
+            self._perm = (
+                exposure,
+                rng_for(self.seed, TAG_ORDER, exposure).permutation(self.source.n),
+            )
+        return self._perm[1]
+
+    def _render_block(self) -> tuple[list[int], list[int], list[int]]:
+        """Tokens of the next block of documents, each followed by ``<|eos|>``."""
+        s = self._state
+        eos = self.tok.eos_id
+        ids: list[int] = []
+        people: list[int] = []
+        labels: list[int] = []
+        if not s.started:
+            ids.append(eos), people.append(-1), labels.append(-1)
+            s.started = True
+        perm = self.permutation(s.exposure)
+        block = perm[s.position : s.position + self.block]
+        encode = self.tok.encode_pieces
+        for doc in self.source.documents(s.exposure, block):
+            doc_ids, doc_labels, _ = encode(doc.pieces)
+            ids += doc_ids
+            ids.append(eos)
+            people += [doc.person] * len(doc_ids)
+            people.append(-1)
+            labels += doc_labels
+            labels.append(-1)
+        np.add.at(self.counts, block, 1)
+        s.position += len(block)
+        if s.position >= len(perm):
+            s.exposure, s.position = s.exposure + 1, 0
+        return ids, people, labels
+
+    def _fill(self, need: int) -> None:
+        """Extend the working buffer until it holds ``need`` tokens or the data is exhausted."""
+        parts = []
+        have = len(self._ids) - self._pos
+        while have < need and self._state.exposure < self.exposures:
+            part = self._render_block()
+            parts.append(part)
+            have += len(part[0])
+        if not parts and self._state.started:
+            return
+        if not self._state.started:  # an empty stream still opens with eos
+            parts.append(self._render_block())
+        rest = slice(self._pos, None)
+        self._ids = np.concatenate([self._ids[rest], *(np.asarray(p[0]) for p in parts)])
+        self._people = np.concatenate([self._people[rest], *(np.asarray(p[1]) for p in parts)])
+        self._labels = np.concatenate([self._labels[rest], *(np.asarray(p[2]) for p in parts)])
+        self._pos = 0
+
+    def __iter__(self) -> Iterator[Window]:
+        return self
+
+    def __next__(self) -> Window:
+        n = self.window + 1
+        self._fill(n)
+        have = len(self._ids) - self._pos
+        if have <= 1:
+            raise StopIteration
+        take = min(n, have)
+        a = self._pos
+        ids = np.full(n, PAD, dtype=np.int64)
+        people = np.full(n, -1, dtype=np.int64)
+        labels = np.full(n, -1, dtype=np.int64)
+        ids[:take] = self._ids[a : a + take]
+        people[:take] = self._people[a : a + take]
+        labels[:take] = self._labels[a : a + take]
+        self._pos += take - 1  # the last token is also the first of the next window
+        self._state.windows += 1
+        return Window(ids, people, labels)
+
+    def count_tokens(self) -> int:
+        """Exact number of tokens the full stream holds (a dry pass over every document)."""
+        total = 1  # the opening eos
+        for e in range(self.exposures):
+            perm = self.permutation(e)
+            for start in range(0, len(perm), self.block * 16):
+                people = perm[start : start + self.block * 16]
+                for doc in self.source.documents(e, people):
+                    total += sum(len(self.tok.piece_ids(p[0])) for p in doc.pieces) + 1
+        return total
+
+    def count_windows(self) -> int:
+        """Exact number of windows: each covers ``window`` new tokens after the first."""
+        return -(-(self.count_tokens() - 1) // self.window)

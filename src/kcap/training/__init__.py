@@ -1,0 +1,1 @@
+"""Training: typed run configs, optimizer and schedule, atomic checkpoints, exact resume."""

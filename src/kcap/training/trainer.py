@@ -1,0 +1,375 @@
+"""The trainer: one run = one dataset, one model, E exposures, checkpoints, a final measurement.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml      the resolved run config (what `kcap train --resume` reloads)
+    RUN_DIR/dataset/         the generated dataset, when the config generates one
+    RUN_DIR/checkpoint.pt    model, optimizer, step, stream state, RNG (atomic, every K steps)
+    RUN_DIR/metrics.jsonl    one JSON line per logged step / in-training measurement
+    RUN_DIR/measure.json     the final measurement (bits, P, R, R_max, recall, ...)
+    RUN_DIR/run.json         summary: parameter counts, steps, tokens, realised exposures, timings
+
+A resumed run restores the model, optimizer, step and stream position, so on CPU it is bitwise
+equal to an uninterrupted run (a test checks this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from kcap.data.biod import BioDParams
+from kcap.data.dataset import Dataset, build_biod, build_bios, load_dataset, write_dataset
+from kcap.errors import KcapError
+from kcap.measure.knowledge import Measurement, measure
+from kcap.models import GPT, ModelConfig, count_parameters, preset
+from kcap.tokenization.stream import PAD, ExposureStream, StreamState
+from kcap.training import checkpoint as ckpt
+from kcap.training.config import RunConfig, parse_config
+from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
+
+CONFIG, METRICS, MEASURE, SUMMARY = "config.yaml", "metrics.jsonl", "measure.json", "run.json"
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyperthreads halve tiny-model speed)."""
+    try:
+        pairs = set()
+        phys = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":")[1].strip()
+                pairs.add((phys, core))
+        n = len(pairs)
+    except OSError:
+        n = 0
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(n or allowed or 1, allowed or 1))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KcapError("training.device", "cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU by default; fp32 on CPU (bf16 is ~7x slower on CPUs without it)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def prepare_dataset(cfg: RunConfig, run_dir: Path, progress=None) -> Dataset:
+    """Load ``dataset.path``, or generate the described dataset into ``RUN_DIR/dataset``."""
+    spec = cfg.dataset
+    if spec.path is not None:
+        return load_dataset(spec.path)
+    target = run_dir / "dataset"
+    if not (target / "manifest.json").is_file():
+        if spec.kind == "bios":
+            built = build_bios(
+                spec.n,
+                spec.seed,
+                spec.variant,
+                vocab=spec.vocab,
+                tokenizer=spec.tokenizer,
+                progress=progress,
+            )
+        else:
+            p = BioDParams(spec.n, spec.k, spec.c, spec.d, spec.l, spec.t)
+            built = build_biod(
+                p, spec.seed, vocab=spec.vocab, tokenizer=spec.tokenizer, progress=progress
+            )
+        write_dataset(target, *built, force=True)
+    return load_dataset(target)
+
+
+def model_config(cfg: RunConfig, dataset: Dataset) -> ModelConfig:
+    try:
+        overrides = {"context": cfg.training.window, **cfg.model.overrides}
+        return preset(cfg.model.preset, dataset.tokenizer.vocab_size, **overrides)
+    except ValueError as e:
+        raise KcapError("model", str(e).splitlines()[0]) from None
+
+
+def param_counts(model: GPT, dataset: Dataset) -> dict[str, int]:
+    counts = count_parameters(model, dataset.manifest["vocab"]["used_tokens"])
+    return {
+        "total": counts.total,
+        "P": counts.P,
+        "non_embedding": counts.non_embedding,
+        "active": counts.active,
+    }
+
+
+class Trainer:
+    """Trains one run; `fit` returns the final `Measurement`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        *,
+        on_step: Callable[[dict], None] | None = None,
+        progress: bool = True,
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.on_step = on_step
+        self.show_progress = progress
+        t = cfg.training
+        torch.set_num_threads(t.threads or physical_cores())
+        self.device = resolve_device(t.device)
+        self.amp = autocast_dtype(t.dtype, self.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        self.dataset = prepare_dataset(cfg, self.run_dir)
+        torch.manual_seed(t.seed)
+        self.model_cfg = model_config(cfg, self.dataset)
+        self.model = GPT(self.model_cfg).to(self.device)
+        self.params = param_counts(self.model, self.dataset)
+        self.optimizer = make_optimizer(self.model, t)
+        self.stream = ExposureStream(
+            self.dataset.source(),
+            self.dataset.tokenizer,
+            exposures=t.exposures,
+            seed=t.seed,
+            window=t.window,
+        )
+        self.total_windows = self.stream.count_windows()
+        self.total_steps = math.ceil(self.total_windows / t.batch_size)
+        self.warmup = warmup_steps(t, self.total_steps)
+        self.step = 0
+        self.tokens = 0
+        self.train_seconds = 0.0
+        self._forward = torch.compile(self.model) if t.compile else self.model
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "train_seconds": self.train_seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state.to_dict(),
+            "counts": self.stream.counts,
+            "torch_rng": torch.get_rng_state(),
+            "config_hash": _hash(self.cfg),
+        }
+
+    def save_checkpoint(self) -> None:
+        ckpt.save_atomic(self.state_dict(), self.run_dir / ckpt.CHECKPOINT)
+
+    def load_checkpoint(self) -> bool:
+        path = self.run_dir / ckpt.CHECKPOINT
+        if not path.is_file():
+            return False
+        state = ckpt.load(path)
+        if state["config_hash"] != _hash(self.cfg):
+            raise KcapError("--resume", f"{path} was written by a different config")
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.train_seconds = state["train_seconds"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.state = StreamState.from_dict(state["stream"])
+        self.stream.counts = state["counts"]
+        torch.set_rng_state(state["torch_rng"])
+        return True
+
+    # ------------------------------------------------------------------ training
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        windows = []
+        for _ in range(self.cfg.training.batch_size):
+            try:
+                windows.append(next(self.stream).ids)
+            except StopIteration:
+                break
+        if not windows:
+            return None
+        w = torch.from_numpy(np.stack(windows))
+        x = w[:, :-1].clamp(min=0)  # padding positions are never targets
+        y = w[:, 1:]
+        return x.to(self.device), y.to(self.device)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        t = self.cfg.training
+        lr = lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.amp)
+            if self.amp
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            logits = self._forward(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
+            aux = self.model.aux_loss() if hasattr(self.model, "aux_loss") else None
+            total = loss + aux if aux is not None else loss
+        total.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += int((y != PAD).sum())
+        return float(loss.detach())
+
+    def measure(self, max_people: int | None = None) -> Measurement:
+        m = self.cfg.measurement
+        return measure(
+            self.model,
+            self.dataset,
+            P_count=self.params["P"],
+            params=self.params,
+            eval_seed=m.eval_seed,
+            max_people=max_people,
+            batch_size=m.batch_size,
+            device=self.device,
+        )
+
+    def _log(self, record: dict) -> None:
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.on_step:
+            self.on_step(record)
+
+    def fit(self, *, stop_at: int | None = None) -> Measurement | None:
+        """Train to the end (or to step ``stop_at``, for tests), then measure everyone."""
+        t, m = self.cfg.training, self.cfg.measurement
+        end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
+        bar = _progress(self.show_progress)
+        with bar:
+            task = bar.add_task(
+                "training", total=self.total_steps, completed=self.step, loss=float("nan"), tps=0.0
+            )
+            window_start, window_tokens = time.perf_counter(), 0
+            while self.step < end:
+                batch = self._batch()
+                if batch is None:
+                    break
+                t0 = time.perf_counter()
+                loss = self.train_step(*batch)
+                self.train_seconds += time.perf_counter() - t0
+                window_tokens += batch[1].numel()
+                if self.step % t.log_every == 0 or self.step == end:
+                    elapsed = time.perf_counter() - window_start
+                    tps = window_tokens / max(elapsed, 1e-9)
+                    window_start, window_tokens = time.perf_counter(), 0
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self._log(
+                        {
+                            "step": self.step,
+                            "loss": loss,
+                            "lr": lr,
+                            "tokens": self.tokens,
+                            "tokens_per_s": tps,
+                        }
+                    )
+                    bar.update(task, completed=self.step, loss=loss, tps=tps)
+                if m.every and self.step % m.every == 0 and self.step < self.total_steps:
+                    r = self.measure(m.during_max_people)
+                    self._log({"step": self.step, "measure": _brief(r)})
+                    window_start, window_tokens = time.perf_counter(), 0  # measuring isn't training
+                if self.step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+            bar.update(task, completed=self.step)
+        self.save_checkpoint()
+        if self.step < self.total_steps:
+            return None
+        result = self.measure(m.max_people)
+        self._log({"step": self.step, "measure": _brief(result)})
+        (self.run_dir / MEASURE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (self.run_dir / SUMMARY).write_text(json.dumps(self.summary(), indent=2) + "\n")
+        return result
+
+    def summary(self) -> dict:
+        counts = self.stream.counts
+        return {
+            "name": self.cfg.name,
+            "params": self.params,
+            "model": self.model_cfg.model_dump(),
+            "steps": self.step,
+            "total_steps": self.total_steps,
+            "tokens": self.tokens,
+            "exposures": {
+                "target": self.cfg.training.exposures,
+                "min": int(counts.min()),
+                "max": int(counts.max()),
+            },
+            "train_seconds": self.train_seconds,
+            "tokens_per_s": self.tokens / max(self.train_seconds, 1e-9),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
+
+
+def _brief(r: Measurement) -> dict:
+    return {
+        "bits": r.bits["total"],
+        "R": r.R,
+        "R_max": r.R_max,
+        "p1": r.p1,
+        "p2": r.p2,
+        "recall_accuracy": r.recall_accuracy,
+        "n_measured": r.n_measured,
+    }
+
+
+def _hash(cfg: RunConfig) -> str:
+    from kcap.experiments.store import config_hash
+
+    return config_hash(cfg.model_dump())
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, Dataset, GPT, dict]:
+    """Config, dataset, trained model (from the checkpoint) and parameter counts of a run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise KcapError("RUN_DIR", f"{run_dir} is not a kcap run directory (no {CONFIG})")
+    cfg = parse_config(yaml.safe_load((run_dir / CONFIG).read_text()))
+    dataset = prepare_dataset(cfg, run_dir)
+    model = GPT(model_config(cfg, dataset))
+    path = run_dir / ckpt.CHECKPOINT
+    if not path.is_file():
+        raise KcapError("RUN_DIR", f"{run_dir} has no checkpoint yet")
+    model.load_state_dict(ckpt.load(path)["model"])
+    return cfg, dataset, model, param_counts(model, dataset)

@@ -1,0 +1,46 @@
+"""Bit formulas against hand-computed numbers (SPEC §2, §4; paper Prop. 2.3, Def. 4.3)."""
+
+import math
+
+import pytest
+
+from kcap.data import pools as P
+from kcap.data.bits import biod_bits, bios_bits, r_max
+
+
+def test_constants():
+    assert P.N0 == 160_000_000
+    assert P.N_DATES == 67_200
+    assert P.S0 == 212_083_200_000_000  # 2 * 67200 * 200 * 300 * 100 * 263
+    assert pytest.approx(47.5917, abs=1e-4) == P.ATTRIBUTE_BITS
+
+
+@pytest.mark.parametrize(
+    ("n", "bits_per_person"),
+    [(10_000, 61.56), (100_000, 58.24), (1_000_000, 54.91), (20_000_000, 50.59)],
+)
+def test_bios_bits_match_paper_table(n, bits_per_person):
+    # reference/paper-3.3.md §2.7: bits/person = log2(N0/N) + 47.59
+    assert bios_bits(n)["total"] / n == pytest.approx(bits_per_person, abs=0.01)
+
+
+def test_bios_bits_components():
+    b = bios_bits(1600)
+    assert b["name"] == pytest.approx(1600 * math.log2(100_000))  # N0/N = 1e5
+    assert b["value"] == pytest.approx(1600 * math.log2(212_083_200_000_000))
+    assert b["diversity"] == 0
+    assert b["total"] == pytest.approx(b["name"] + b["value"])
+
+
+def test_biod_bits_hand_computed():
+    # N=1000, K=4, C=2, D=16, L=3, T=8: names 1000*log2(160000); values 1000*4*2*4 bits;
+    # diversity 4*16*(3*3 - 4) = 320 bits.
+    b = biod_bits(1000, 4, 2, 16, 3, 8)
+    assert b["name"] == pytest.approx(1000 * math.log2(160_000))
+    assert b["value"] == pytest.approx(32_000)
+    assert b["diversity"] == pytest.approx(320)
+    assert b["total"] == pytest.approx(b["name"] + 32_320)
+
+
+def test_r_max():
+    assert r_max(bios_bits(1_000_000)["total"], 27_460_000) == pytest.approx(2.0, abs=0.01)

@@ -1,0 +1,278 @@
+"""The SQLite results store and the `kcap runs` command."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kcap.cli.runs import runs
+from kcap.experiments.store import SCHEMA_VERSION, ResultsStore, RunRecord, config_hash
+
+CONFIG = {"model": {"d_model": 64, "n_layer": 2}, "data": {"N": 1000, "seed": 0}, "lr": 1e-3}
+MANIFEST = {"dataset": "bioS", "n_people": 1000, "files": {"train": "a.txt"}, "sha": "abc"}
+METRICS = {"R": 12345.5, "R_max": 20000, "recall_accuracy": 0.875, "bits": {"total": 9876.0}}
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with ResultsStore(tmp_path / "nested" / "kcap.db") as s:
+        yield s
+
+
+def _start(store: ResultsStore, run_id: str, **kw) -> None:
+    args = {"name": run_id, "config": CONFIG, "manifest": MANIFEST, "run_dir": f"runs/{run_id}"}
+    store.start_run(run_id, **{**args, **kw})
+
+
+# -- config_hash ------------------------------------------------------------------------------
+
+
+def test_config_hash_is_order_independent_and_value_sensitive():
+    a = {"x": 1, "y": {"b": 2, "a": [1, 2]}, "p": Path("/tmp/q")}
+    b = {"p": Path("/tmp/q"), "y": {"a": [1, 2], "b": 2}, "x": 1}
+    h = config_hash(a)
+    assert h == config_hash(b)
+    assert len(h) == 16 and all(c in "0123456789abcdef" for c in h)
+    assert config_hash({**a, "x": 2}) != h
+    assert config_hash({**a, "y": {"b": 3, "a": [1, 2]}}) != h
+    assert config_hash({**a, "y": {"b": 2, "a": [2, 1]}}) != h  # list order matters
+
+
+# -- schema, round trip, transitions ------------------------------------------------------
+
+
+def test_schema_and_pragmas(store: ResultsStore):
+    assert store.path.parent.is_dir()
+    con = sqlite3.connect(store.path)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        cols = [r[1] for r in con.execute("PRAGMA table_info(runs)")]
+        assert cols == [
+            "run_id",
+            "name",
+            "config_hash",
+            "config_json",
+            "manifest_json",
+            "status",
+            "params_json",
+            "metrics_json",
+            "timings_json",
+            "host",
+            "run_dir",
+            "error",
+            "created_at",
+            "updated_at",
+        ]
+        index_names = [r[1] for r in con.execute("PRAGMA index_list(runs)")]
+        indexed = {
+            col[2] for name in index_names for col in con.execute(f"PRAGMA index_info({name})")
+        }
+        assert {"config_hash", "status"} <= indexed
+        with pytest.raises(sqlite3.IntegrityError):
+            con.execute("INSERT INTO runs (run_id, status) VALUES ('x', 'bogus')")
+    finally:
+        con.close()
+    # Re-opening an existing store keeps its rows.
+    _start(store, "r0")
+    with ResultsStore(store.path) as again:
+        assert again.get("r0") is not None
+
+
+def test_round_trip(store: ResultsStore):
+    params = {"P": 1_234_567, "n_layer": 2}
+    _start(store, "r1", params=params)
+    rec = store.get("r1")
+    assert isinstance(rec, RunRecord)
+    assert rec.status == "running"
+    assert rec.config == CONFIG and rec.manifest == MANIFEST and rec.params == params
+    assert rec.config_hash == config_hash(CONFIG)
+    assert rec.metrics == {} and rec.timings == {} and rec.error is None
+    assert rec.run_dir == "runs/r1" and rec.host
+    store.update_run("r1", timings={"step_s": 0.1}, metrics={"loss": 2.5})
+    store.finish_run("r1", METRICS, timings={"wall_s": 42.0})
+    rec = store.get("r1")
+    assert rec.status == "finished"
+    assert rec.metrics == METRICS and rec.timings == {"wall_s": 42.0}
+    assert rec.updated_at >= rec.created_at
+    d = rec.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["metrics"]["bits"]["total"] == 9876.0
+    assert store.get("nope") is None
+
+
+def test_status_transitions(store: ResultsStore):
+    _start(store, "a")
+    created = store.get("a").created_at
+    assert not store.is_finished("a")
+    store.fail_run("a", "CUDA out of memory")
+    rec = store.get("a")
+    assert rec.status == "failed" and rec.error == "CUDA out of memory"
+    assert not store.is_finished("a")
+    # Restarting resets to running, clears the error and keeps created_at.
+    _start(store, "a", name="a-retry")
+    rec = store.get("a")
+    assert (rec.status, rec.error, rec.name, rec.created_at) == (
+        "running",
+        None,
+        "a-retry",
+        created,
+    )
+    store.finish_run("a", {"R": 1.0})
+    assert store.is_finished("a") and not store.is_finished("missing")
+    _start(store, "b")
+    _start(store, "c")
+    store.fail_run("c", "boom")
+    assert [r.run_id for r in store.list_runs()] == ["a", "b", "c"]
+    assert [r.run_id for r in store.list_runs("finished")] == ["a"]
+    assert [r.run_id for r in store.list_runs("running")] == ["b"]
+    assert [r.run_id for r in store.list_runs("failed")] == ["c"]
+    with pytest.raises(ValueError):
+        store.list_runs("done")
+    with pytest.raises(ValueError):
+        store.update_run("a", status="failed")
+    with pytest.raises(KeyError):
+        store.finish_run("missing", {})
+
+
+def test_claim_semantics(store: ResultsStore):
+    kw = {"name": "p", "config": CONFIG, "manifest": None, "run_dir": None}
+    assert store.claim("p", **kw) is True
+    assert store.claim("p", **kw) is False  # running
+    store.finish_run("p", {"R": 1.0})
+    assert store.claim("p", **kw) is False  # finished
+    assert store.get("p").status == "finished"
+    assert store.claim("q", **kw) is True
+    store.fail_run("q", "boom")
+    assert store.claim("q", **kw) is True  # a failed run may be re-claimed
+    assert store.get("q").status == "running" and store.get("q").error is None
+    assert store.claim("q", **kw) is False
+
+
+def test_threads_share_one_store(store: ResultsStore):
+    def work(k: int) -> None:
+        for i in range(10):
+            _start(store, f"t{k}-{i}")
+            store.finish_run(f"t{k}-{i}", {"R": float(i)})
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.list_runs("finished")) == 40
+
+
+# -- two writer processes ----------------------------------------------------------------
+
+
+def _writer(db: str, worker: int, barrier, results) -> None:
+    with ResultsStore(db) as store:
+        barrier.wait(timeout=30)
+        for i in range(40):
+            run_id = f"w{worker}-{i:02d}"
+            store.start_run(run_id, name=run_id, config={"i": i}, manifest=None, run_dir=None)
+            store.finish_run(run_id, {"R": float(i)}, timings={"wall_s": 0.01})
+            if i == 20:
+                won = store.claim("contested", name=f"w{worker}", config={"c": 1})
+                results.put((worker, won))
+
+
+def test_two_writer_processes(tmp_path: Path):
+    db = str(tmp_path / "kcap.db")
+    ResultsStore(db).close()  # create the schema up front, as a sweep driver would
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(db, w, barrier, results)) for w in (0, 1)]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    with ResultsStore(db) as store:
+        records = store.list_runs()
+        assert len(records) == 81
+        assert len({r.run_id for r in records}) == 81
+        assert sum(outcomes.values()) == 1
+        winner = next(w for w, won in outcomes.items() if won)
+        contested = store.get("contested")
+        assert contested.status == "running" and contested.name == f"w{winner}"
+        assert len(store.list_runs("finished")) == 80
+
+
+# -- the `runs` command ------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("runs")(runs)
+
+    @app.command("noop")  # a second command keeps `runs` a named subcommand
+    def _noop() -> None:
+        pass
+
+    return app
+
+
+@pytest.fixture
+def populated_db(tmp_path: Path) -> Path:
+    db = tmp_path / "kcap.db"
+    with ResultsStore(db) as store:
+        _start(store, "run-ok", params={"P": 1_234_567})
+        store.finish_run("run-ok", METRICS, timings={"wall_s": 125.0})
+        _start(store, "run-bad")
+        store.fail_run("run-bad", "boom")
+    return db
+
+
+def test_runs_command_table(populated_db: Path):
+    runner = CliRunner()
+    # Captured (non-terminal) output is printed at full width, whatever COLUMNS says.
+    res = runner.invoke(_cli(), ["runs", "--db", str(populated_db)], env={"COLUMNS": "60"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    header = next(line for line in lines if "run_id" in line)
+    for col in ("name", "status", "P", "R_max", "bits total", "recall accuracy", "wall time"):
+        assert col in header
+    ok = next(line for line in lines if "run-ok" in line).split()
+    assert ok[2:9] == ["finished", "1.23M", "12.3k", "20k", "9.88k", "0.875", "2m05s"]
+    bad = next(line for line in lines if "run-bad" in line).split()
+    assert bad[2:9] == ["failed"] + ["-"] * 6  # no params, metrics or timings
+    res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--status", "failed"])
+    assert res.exit_code == 0 and "run-bad" in res.stdout and "run-ok" not in res.stdout
+
+
+def test_runs_command_json(populated_db: Path):
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [d["run_id"] for d in data] == ["run-ok", "run-bad"]
+    assert data[0]["metrics"] == METRICS and data[0]["config"] == CONFIG
+    assert data[1]["status"] == "failed" and data[1]["error"] == "boom"
+    res = runner.invoke(
+        _cli(), ["runs", "--db", str(populated_db), "--json", "--status", "running"]
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout) == []
+
+
+def test_runs_command_errors(tmp_path: Path, populated_db: Path):
+    runner = CliRunner()
+    missing = tmp_path / "nope" / "kcap.db"
+    res = runner.invoke(_cli(), ["runs", "--db", str(missing)])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"no results store at {missing}"
+    assert not missing.exists() and not missing.parent.exists()
+    res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--status", "done"])
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert "\n" not in err and all(s in err for s in ("running", "finished", "failed"))
