@@ -33,3 +33,28 @@ def biod_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def biod_ds(biod_dir):
     return load_dataset(biod_dir)
+
+
+@pytest.fixture(scope="session")
+def junk_dirs(tmp_path_factory):
+    """Tiny junk mixtures: random junk with the domain token on useful biographies (r = 3), and
+    repetitive junk of 12 people with the junk token on junk biographies (r = 1)."""
+    from kcap.data.junk import build_junk
+
+    root = tmp_path_factory.mktemp("junk")
+    built = {
+        "random": build_junk(24, 3, "random", seed=4, domain="useful", vocab=600),
+        "repetitive": build_junk(24, 1, "repetitive", seed=4, domain="junk", junk_n=12, vocab=600),
+    }
+    for name, b in built.items():
+        write_dataset(root / name, *b, force=False)
+    return {name: root / name for name in built}
+
+
+@pytest.fixture(scope="session")
+def random_dir(tmp_path_factory):
+    from kcap.data.random_strings import build_random
+
+    out = tmp_path_factory.mktemp("random") / "ds"
+    write_dataset(out, *build_random(24, 8, 16, seed=2), force=False)
+    return out

@@ -25,6 +25,7 @@ from kcap.data.dataset import (
     write_dataset,
 )
 from kcap.data.documents import label_name
+from kcap.errors import KcapError, require
 
 app = typer.Typer(
     help="Generate synthetic knowledge datasets and inspect them.", no_args_is_help=True
@@ -48,11 +49,10 @@ def _build(fn, out: Path, force: bool, json_out: bool, **kwargs) -> None:
         transient=True,
     ) as progress:
         task = progress.add_task("starting")
-        manifest, population, tok = fn(
-            progress=lambda msg: progress.update(task, description=msg), **kwargs
-        )
+        built = fn(progress=lambda msg: progress.update(task, description=msg), **kwargs)
+        manifest = built[0]
         progress.update(task, description=f"writing {out}")
-        write_dataset(out, manifest, population, tok, force=force)
+        write_dataset(out, *built, force=force)
     _summary(manifest, out)
     if json_out:
         typer.echo(json.dumps(manifest, indent=2))
@@ -68,6 +68,10 @@ def _summary(manifest: dict, out: Path) -> None:
     vocab = manifest["vocab"]
     table.add_row("vocab (used / size)", f"{vocab['used_tokens']} / {vocab['vocab_size']}")
     table.add_row("tokens per document", f"{vocab['mean_tokens_per_document']:.1f}")
+    for k, v in manifest.get("rewriting", {}).items():
+        table.add_row(f"rewriting.{k}", f"{v:.3f}" if isinstance(v, float) else f"{v:,}")
+    if manifest.get("rewriting", {}).get("fallback_people"):
+        table.add_row("[yellow]warning", "[yellow]people without 2 kept rewrites use bioS text")
     err.print(table)
 
 
@@ -122,6 +126,123 @@ def biod(
     _build(build_biod, out, force, json_out, p=params, seed=seed, vocab=vocab, tokenizer=tokenizer)
 
 
+@app.command("junk")
+def junk(
+    n: int = typer.Option(..., "--n", help="Useful people N (bioS, what is measured)."),
+    ratio: int = typer.Option(..., "--ratio", help="Junk tokens per useful token r (1, 3, 7)."),
+    junk_kind: str = typer.Option(
+        ..., "--junk", help="random (fresh people, never repeated) or repetitive (bioS(1000))."
+    ),
+    domain_token: bool = typer.Option(
+        False, "--domain-token", help="Prepend the special token <|wiki|> to useful biographies."
+    ),
+    junk_token: bool = typer.Option(
+        False, "--junk-token", help="Instead prepend <|junk|> to every junk biography."
+    ),
+    junk_n: int = typer.Option(1000, "--junk-n", help="People of repetitive junk."),
+    seed: int = SEED,
+    out: Path = OUT,
+    vocab: int = VOCAB,
+    tokenizer: str = TOKENIZER,
+    force: bool = FORCE,
+    json_out: bool = JSON,
+) -> None:
+    """Generate a junk mixture: bioS(N) is 1/(1+r) of the training tokens, junk the rest."""
+    from kcap.data.junk import build_junk, check_junk_args
+
+    if domain_token and junk_token:
+        raise KcapError("--junk-token", "give either --domain-token or --junk-token, not both")
+    domain = "useful" if domain_token else "junk" if junk_token else "none"
+    check_junk_args(n, ratio, junk_kind, domain, junk_n)
+    check_tokenizer_args(tokenizer, vocab)
+    prepare_out_dir(out, force)
+    _build(
+        build_junk,
+        out,
+        force,
+        json_out,
+        n=n,
+        ratio=ratio,
+        junk=junk_kind,
+        seed=seed,
+        domain=domain,
+        junk_n=junk_n,
+        vocab=vocab,
+        tokenizer=tokenizer,
+    )
+
+
+@app.command("random")
+def random_strings(
+    m: int = typer.Option(..., "--m", help="Number of sequences M."),
+    s: int = typer.Option(64, "--s", help="Tokens per sequence S."),
+    v: int = typer.Option(2048, "--v", help="Alphabet size V (S·log2 V bits per sequence)."),
+    seed: int = SEED,
+    out: Path = OUT,
+    force: bool = FORCE,
+    json_out: bool = JSON,
+) -> None:
+    """Generate M uniform random strings (Morris et al.): the raw-memorisation probe."""
+    from kcap.data.random_strings import build_random, check_random_args
+
+    check_random_args(m, s, v)
+    prepare_out_dir(out, force)
+    _build(build_random, out, force, json_out, m=m, s=s, v=v, seed=seed)
+
+
+@app.command("bior")
+def bior(
+    n: int = typer.Option(..., "--n", help="Number of people N."),
+    model: Path = typer.Option(..., "--model", help="A local Hugging Face causal LM directory."),
+    rewrites: int = typer.Option(40, "--rewrites", help="Training rewrites kept per person."),
+    max_tries: int = typer.Option(
+        None, "--max-tries", help="Prompts per person at most (default 4 x (rewrites + 1))."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generate call."),
+    device: str = typer.Option("cpu", "--device", help="Where the LM runs: cpu, cuda, cuda:1."),
+    max_new_tokens: int = typer.Option(160, "--max-new-tokens", help="Tokens per rewrite."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
+    seed: int = SEED,
+    out: Path = OUT,
+    vocab: int = VOCAB,
+    tokenizer: str = TOKENIZER,
+    force: bool = FORCE,
+    json_out: bool = JSON,
+) -> None:
+    """Generate bioR(N): bioS people rewritten by a local LM, kept only if every value is there."""
+    from kcap.data.bior import build_bior, check_bior_args
+
+    check_bior_args(n, model, rewrites, max_tries)
+    require(batch_size >= 1, "--batch-size", f"must be a positive integer; got {batch_size}")
+    require(max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {max_new_tokens}")
+    require(temperature > 0, "--temperature", f"must be positive; got {temperature}")
+    require(0 < top_p <= 1, "--top-p", f"must be in (0, 1]; got {top_p}")
+    require(
+        device == "cpu" or device.startswith("cuda"), "--device", f"cpu or cuda; got {device!r}"
+    )
+    check_tokenizer_args(tokenizer, vocab)
+    prepare_out_dir(out, force)
+    _build(
+        build_bior,
+        out,
+        force,
+        json_out,
+        n=n,
+        model=model,
+        seed=seed,
+        rewrites=rewrites,
+        max_tries=max_tries,
+        batch_size=batch_size,
+        device=device,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        vocab=vocab,
+        tokenizer=tokenizer,
+    )
+
+
 _COLORS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
 
 
@@ -131,12 +252,16 @@ def show(
     count: int = typer.Option(3, "--count", help="How many documents to print."),
     exposure: int = typer.Option(0, "--exposure", help="Which training exposure to render."),
     eval_: bool = typer.Option(False, "--eval", help="Render the evaluation documents instead."),
+    junk_docs: bool = typer.Option(False, "--junk", help="Junk mixtures: show junk documents."),
 ) -> None:
     """Print documents with their knowledge spans marked [label: value]."""
     ds = load_dataset(path)
-    source = ds.source(eval_=eval_, eval_seed=DEFAULT_EVAL_SEED)
+    if junk_docs:
+        require(ds.kind == "junk", "--junk", f"{path} is a {ds.kind} dataset, not a junk mixture")
+        require(not eval_, "--junk", "junk is never evaluated; drop --eval")
+    source = ds.junk_source() if junk_docs else ds.source(eval_=eval_, eval_seed=DEFAULT_EVAL_SEED)
     out = Console()
-    for doc in source.documents(exposure, np.arange(min(count, ds.n))):
+    for doc in source.documents(exposure, np.arange(min(count, source.n))):
         text = doc.text
         rich = Text()
         pos = 0

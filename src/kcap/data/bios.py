@@ -8,6 +8,7 @@ function of (seed, stream tag, exposure) so any document can be re-created on it
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,13 @@ from kcap.data.templates import NAME as SEG_NAME
 VARIANTS = ("online", "simple", "fullname")
 #: Piece label of each attribute, in `ATTRIBUTES` order (2..7).
 ATTRIBUTE_LABELS = tuple(range(2, 8))
-#: Stream tags mixed into RNG keys so training, evaluation and population draws never collide.
+#: Stream tags mixed into RNG keys so that no two kinds of draw ever share a random stream.
+#: 3 is the stream order (`kcap.tokenization.stream.TAG_ORDER`); 4.. serve junk data and bioR.
+#: (Keys differing only by trailing zeros collide in numpy's SeedSequence: give each purpose its
+#: own tag rather than a sub-key.)
 TAG_POPULATION, TAG_TRAIN, TAG_EVAL = 0, 1, 2
+TAG_JUNK_POPULATION, TAG_JUNK, TAG_JUNK_LAYOUT, TAG_JUNK_NAMES, TAG_JUNK_ORDER = 4, 5, 6, 7, 8
+TAG_BIOR_PROMPT, TAG_BIOR_PICK, TAG_BIOR_FALLBACK = 9, 10, 11
 
 
 def rng_for(*key: int) -> np.random.Generator:
@@ -49,10 +55,27 @@ class BioSPopulation:
         return len(self.name)
 
     @classmethod
-    def sample(cls, n: int, seed: int, *, exclude: np.ndarray | None = None) -> BioSPopulation:
-        """Draw n people; names without replacement (and not in ``exclude``), attributes iid."""
-        rng = rng_for(seed, TAG_POPULATION)
+    def sample(
+        cls,
+        n: int,
+        seed: int,
+        *,
+        exclude: np.ndarray | None = None,
+        tag: int = TAG_POPULATION,
+    ) -> BioSPopulation:
+        """Draw n people; names without replacement (and not in ``exclude``), attributes iid.
+
+        ``tag`` selects the random stream, so a second population drawn with the same seed (the
+        repetitive junk of a junk mixture) is independent of the first.
+        """
+        rng = rng_for(seed, tag)
         name = sample_names(rng, n, exclude)
+        return cls.from_names(seed, name, rng)
+
+    @classmethod
+    def from_names(cls, seed: int, name: np.ndarray, rng: np.random.Generator) -> BioSPopulation:
+        """People with the given names and attributes drawn iid uniformly from ``rng``."""
+        n = len(name)
         return cls(
             seed=seed,
             name=name,
@@ -182,6 +205,16 @@ class BioSRenderer:
             [(" " + v, label, 0) for v in values]
             for values, label in zip(pool_values, ATTRIBUTE_LABELS, strict=True)
         ]
+
+    def value_pieces(self) -> list[str]:
+        """The text of every value piece any person can have (all pools, leading space)."""
+        return [piece[0] for values in self._values for piece in values]
+
+    def for_population(self, population: BioSPopulation) -> BioSRenderer:
+        """A renderer of another population sharing this one's prepared tables (cheap)."""
+        other = copy.copy(self)
+        other.population = population
+        return other
 
     def render(self, person: int, tmpl: Sequence[int], order: Sequence[int]) -> Document:
         """One biography of ``person`` with template ``tmpl[a]`` per attribute, in ``order``

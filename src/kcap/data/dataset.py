@@ -1,9 +1,12 @@
 """A dataset on disk: manifest, population, tokenizer; and the document sources the stream reads.
 
 ``DIR/manifest.json`` says what the dataset is (kind, parameters, seed, exact bits by component,
-vocabulary statistics); ``DIR/population.npz`` holds the sampled people and ``DIR/tokenizer.json``
-the tokenizer trained on it. Documents themselves are never stored: they are re-rendered, on the
-fly and deterministically, for every exposure.
+vocabulary statistics); ``DIR/population.npz`` holds the sampled people (random strings: the
+sequences) and ``DIR/tokenizer.json`` the tokenizer trained on it. Template documents are never
+stored: they are re-rendered, on the fly and deterministically, for every exposure. Two kinds
+add a file: a repetitive junk mixture its junk people (``junk_population.npz``), bioR its
+LM-written texts (``rewrites.npz``). Kinds: bios, biod (here), junk (`kcap.data.junk`), bior
+(`kcap.data.bior`), random (`kcap.data.random_strings`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +26,13 @@ from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
 from kcap.data.bios import TAG_EVAL, TAG_TRAIN, VARIANTS, BioSPopulation, BioSRenderer, layouts
 from kcap.data.bits import biod_bits, bios_bits
 from kcap.data.documents import Document
+from kcap.data.random_strings import RandomStrings, RandomStringSource
 from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, load_templates
 from kcap.errors import KcapError, require
 from kcap.tokenization.tokenizer import KINDS, KTokenizer
+
+if TYPE_CHECKING:
+    from kcap.data.bior import Rewrites
 
 MANIFEST, POPULATION, TOKENIZER = "manifest.json", "population.npz", "tokenizer.json"
 DEFAULT_EVAL_SEED = 12345
@@ -32,13 +40,24 @@ TOKENIZER_SAMPLE = 4000  # documents used to train the tokenizer
 
 
 class BioSSource:
-    """bioS documents per exposure; layouts are drawn once per exposure for everyone."""
+    """bioS documents per exposure; layouts are drawn once per exposure for everyone.
 
-    def __init__(self, population: BioSPopulation, variant: str, seed: int, *, eval_: bool = False):
+    ``tag`` overrides the layout stream (repetitive junk uses its own, so its template choices
+    are independent of the useful people's)."""
+
+    def __init__(
+        self,
+        population: BioSPopulation,
+        variant: str,
+        seed: int,
+        *,
+        eval_: bool = False,
+        tag: int | None = None,
+    ):
         self.renderer = BioSRenderer(population, variant)
         self.n = population.n
         self.seed = seed
-        self.tag = TAG_EVAL if eval_ else TAG_TRAIN
+        self.tag = tag if tag is not None else TAG_EVAL if eval_ else TAG_TRAIN
         self.fixed = variant == "simple" or eval_
         self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -77,31 +96,69 @@ class BioDSource:
             yield self.renderer.render(p, orders[p])
 
 
+#: Dataset kinds, and the measurement each one gets (`Dataset.measure_kind`): the bioS bound for
+#: bioS, bioR and the useful people of a junk mixture; the bioD bound; memorised random bits.
+DATASET_KINDS = ("bios", "biod", "junk", "bior", "random")
+_MEASURE_KIND = {"bios": "bios", "biod": "biod", "junk": "bios", "bior": "bios", "random": "random"}
+JUNK_POPULATION, REWRITES = "junk_population.npz", "rewrites.npz"
+
+
 @dataclass
 class Dataset:
-    """A loaded dataset directory."""
+    """A loaded dataset directory.
+
+    ``population`` holds what the measurement scores: bioS/bioR/junk the (useful) people, bioD
+    its population, random strings the sequences. A junk mixture of repetitive junk also has its
+    ``junk_population``; bioR has its stored ``rewrites``.
+    """
 
     path: Path
     manifest: dict
-    population: BioSPopulation | BioDPopulation
+    population: BioSPopulation | BioDPopulation | RandomStrings
     tokenizer: KTokenizer
+    junk_population: BioSPopulation | None = None
+    rewrites: Rewrites | None = None
 
     @property
     def kind(self) -> str:
         return self.manifest["kind"]
 
     @property
+    def measure_kind(self) -> str:
+        """Which measurement applies: "bios", "biod" or "random"."""
+        return _MEASURE_KIND[self.kind]
+
+    @property
     def n(self) -> int:
         return self.population.n
 
     def source(self, *, eval_: bool = False, eval_seed: int = DEFAULT_EVAL_SEED):
-        """The document source for training (keyed by the dataset seed) or evaluation."""
+        """The document source for training (keyed by the dataset seed) or evaluation.
+
+        For a junk mixture this is the useful people (with the domain token when it marks them),
+        for bioR the stored rewrites (evaluation: each person's held-out rewrite)."""
         seed = eval_seed if eval_ else self.manifest["seed"]
         if self.kind == "bios":
             return BioSSource(
                 self.population, self.manifest["params"]["variant"], seed, eval_=eval_
             )
-        return BioDSource(self.population, seed, eval_=eval_)
+        if self.kind == "biod":
+            return BioDSource(self.population, seed, eval_=eval_)
+        if self.kind == "junk":
+            from kcap.data.junk import useful_source
+
+            return useful_source(self, seed, eval_=eval_)
+        if self.kind == "bior":
+            from kcap.data.bior import BioRSource
+
+            return BioRSource(self.rewrites, self.manifest["seed"], eval_=eval_)
+        return RandomStringSource(self.population)
+
+    def junk_source(self):
+        """The junk documents of a junk mixture (an endless source; see `kcap.data.junk`)."""
+        from kcap.data.junk import junk_source
+
+        return junk_source(self)
 
     @property
     def bits(self) -> dict[str, float]:
@@ -113,9 +170,22 @@ def load_dataset(path: str | Path) -> Dataset:
     manifest_path = path / MANIFEST
     require(manifest_path.is_file(), "dataset", f"no dataset at {path} (missing {MANIFEST})")
     manifest = json.loads(manifest_path.read_text())
-    pop_cls = BioSPopulation if manifest["kind"] == "bios" else BioDPopulation
-    population = pop_cls.load(path / POPULATION)
-    return Dataset(path, manifest, population, KTokenizer.load(path / TOKENIZER))
+    kind = manifest.get("kind")
+    require(kind in DATASET_KINDS, "dataset", f"{path}: unknown dataset kind {kind!r}")
+    tok = KTokenizer.load(path / TOKENIZER)
+    if kind == "biod":
+        return Dataset(path, manifest, BioDPopulation.load(path / POPULATION), tok)
+    if kind == "random":
+        return Dataset(path, manifest, RandomStrings.load(path / POPULATION), tok)
+    people = BioSPopulation.load(path / POPULATION)
+    junk = rewrites = None
+    if (path / JUNK_POPULATION).is_file():
+        junk = BioSPopulation.load(path / JUNK_POPULATION)
+    if kind == "bior":
+        from kcap.data.bior import Rewrites
+
+        rewrites = Rewrites.load(path / REWRITES)
+    return Dataset(path, manifest, people, tok, junk_population=junk, rewrites=rewrites)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -160,6 +230,20 @@ def _writable(path: Path) -> bool:
         return False
 
 
+def pool_texts(*, names: bool) -> list[str]:
+    """Every attribute value of the pools (and, with ``names``, every name part) as tokenizer
+    training text, so that every value the data can hold is in the vocabulary."""
+    pools = P.load_pools()
+    values = [
+        *pools.cities,
+        *pools.universities,
+        *pools.majors,
+        *pools.companies,
+        *pools.company_hq,
+    ]
+    return [*values, *pools.first, *pools.middle, *pools.last] if names else values
+
+
 def _training_texts(docs: list[Document], extra: list[str]) -> Iterator[str]:
     yield from (d.text for d in docs)
     yield from extra
@@ -182,8 +266,8 @@ def build_bios(
     source = BioSSource(pop, variant, seed)
     sample = np.arange(min(n, TOKENIZER_SAMPLE))
     docs = list(source.documents(0, sample))
-    pools = P.load_pools()
-    extra = [*pools.cities, *pools.universities, *pools.majors, *pools.companies, *pools.company_hq]
+    # A word-level tokenizer has no fallback: it must see every name part, not only the sample's.
+    extra = pool_texts(names=tokenizer == "word")
     _say(progress, "training tokenizer")
     tok = KTokenizer.train(_training_texts(docs, extra), vocab_size=vocab, kind=tokenizer)
     _say(progress, "counting used tokens")
@@ -240,8 +324,14 @@ def _used_tokens_bios(source: BioSSource, tok: KTokenizer) -> set[int]:
     return used
 
 
-def _manifest(kind, params, seed, bits, tok: KTokenizer, used: set[int], docs) -> dict:
+def _manifest(
+    kind, params, seed, bits, tok: KTokenizer, used: set[int], docs, attributes=None
+) -> dict:
     lengths = [len(tok.encode_pieces(d.pieces)[0]) + 1 for d in docs[:1000]]
+    if attributes is None:
+        attributes = (
+            list(ATTRIBUTES) if kind == "bios" else [f"ID {i + 1}" for i in range(params["k"])]
+        )
     return {
         "kind": kind,
         "params": params,
@@ -253,19 +343,30 @@ def _manifest(kind, params, seed, bits, tok: KTokenizer, used: set[int], docs) -
             "used_tokens": len(used),
             "mean_tokens_per_document": float(np.mean(lengths)),
         },
-        "attributes": list(ATTRIBUTES)
-        if kind == "bios"
-        else [f"ID {i + 1}" for i in range(params["k"])],
+        "attributes": attributes,
     }
 
 
-def write_dataset(out: Path, manifest: dict, population, tok: KTokenizer, *, force: bool) -> None:
-    """Write atomically: into a sibling temp dir, then rename over ``out``."""
+def write_dataset(
+    out: Path,
+    manifest: dict,
+    population,
+    tok: KTokenizer,
+    extras: dict | None = None,
+    *,
+    force: bool,
+) -> None:
+    """Write atomically: into a sibling temp dir, then rename over ``out``.
+
+    ``extras`` maps further file names to objects with a ``save(path)`` method (the repetitive
+    junk population, bioR rewrites); the ``build_*`` functions return them as a fourth item."""
     prepare_out_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         population.save(tmp / POPULATION)
+        for name, obj in (extras or {}).items():
+            obj.save(tmp / name)
         tok.save(tmp / TOKENIZER)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():

@@ -9,11 +9,14 @@ one by one, cache them, and get exactly the tokens of the whole text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: Piece labels. 0 is template text; bioS uses 1..8; bioD uses VALUE_BASE + attribute index.
+#: Piece labels. 0 is template text; bioS/bioR use 1..8; a random string's symbols are 9; bioD
+#: uses VALUE_BASE + attribute index.
 OTHER, NAME = 0, 1
 BIRTH_DATE, BIRTH_CITY, UNIVERSITY, MAJOR, EMPLOYER, WORK_CITY, GENDER = range(2, 9)
+SEQUENCE = 9
 VALUE_BASE = 16
 LABEL_NAMES = {
     OTHER: "other",
@@ -25,6 +28,7 @@ LABEL_NAMES = {
     EMPLOYER: "employer",
     WORK_CITY: "work_city",
     GENDER: "gender",
+    SEQUENCE: "sequence",
 }
 
 
@@ -83,3 +87,25 @@ class Document:
     def span(self, label: int, index: int = 0) -> Span | None:
         """The first span with this label (and chunk index), or None."""
         return next((s for s in self.spans() if s.label == label and s.index == index), None)
+
+
+def from_spans(person: int, text: str, spans: Iterable[Span]) -> Document:
+    """The labelled document of a free ``text`` whose values lie at ``spans`` (non-overlapping).
+
+    As in rendered documents, the single space before a value joins the value's piece; when every
+    value is bounded by non-word characters (what `kcap.data.bior` checks), piece boundaries are
+    then pre-tokenizer boundaries and `Document.spans` gives back exactly ``spans``.
+    """
+    pieces: list[Piece] = []
+    pos = 0
+    for s in sorted(spans, key=lambda s: s.start):
+        start = s.start - 1 if s.start - 1 >= pos and text[s.start - 1] == " " else s.start
+        if start < pos:
+            raise ValueError(f"overlapping spans in {text!r}")
+        if start > pos:
+            pieces.append((text[pos:start], OTHER, 0))
+        pieces.append((text[start : s.end], s.label, s.index))
+        pos = s.end
+    if pos < len(text):
+        pieces.append((text[pos:], OTHER, 0))
+    return Document(person, pieces)

@@ -4,6 +4,11 @@ Evaluation renders every person's biography once with a fixed evaluation seed (t
 distribution, but documents the model never saw verbatim), streams people in batches (memory is
 independent of N), sums each span's token losses, and applies Definition 4.3 (bioS) or 4.1 (bioD)
 of the paper. Each bit term is clipped at zero and the clipping is reported.
+
+Which bound applies follows `Dataset.measure_kind`: a junk mixture is measured with the bioS
+bound on its useful people only (rendered as in training, domain token included), bioR with the
+bioS bound on each person's held-out rewrite, random strings by memorised bits
+(`kcap.measure.memorization`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class Measurement:
     data_bits: float
     eval_seed: int
     params: dict[str, int] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # kind-specific extras (random strings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +82,20 @@ def measure(
     progress: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Measure the knowledge ``model`` holds about ``dataset`` (every person unless max_people)."""
+    if dataset.measure_kind == "random":
+        from kcap.measure.memorization import measure_memorization
+
+        return measure_memorization(
+            model,
+            dataset,
+            P_count=P_count,
+            params=params,
+            eval_seed=eval_seed,
+            max_sequences=max_people,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -86,7 +106,7 @@ def measure(
     people = (
         np.arange(n) if m == n else np.random.default_rng(eval_seed).choice(n, m, replace=False)
     )
-    bios = dataset.kind == "bios"
+    bios = dataset.measure_kind == "bios"
     attrs = [*BIOS_KNOWLEDGE, "work_city"] if bios else list(range(dataset.manifest["params"]["k"]))
     name_sum = 0.0
     loss_sum = dict.fromkeys(map(str, attrs), 0.0)

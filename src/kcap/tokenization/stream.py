@@ -8,6 +8,11 @@ exactly once. The last window is padded with ``-1`` (ignored by the loss).
 
 The stream state (exposure, position, carried tokens) is tiny and is saved in checkpoints, so a
 resumed run sees exactly the windows an uninterrupted run would: no replay, no skip.
+
+Every training stream (this one, `kcap.tokenization.mixture.MixtureStream`,
+`kcap.tokenization.rows.SequenceStream`) offers the same surface to the trainer: iteration over
+`Window`s, ``counts`` (realised exposures per person), ``count_windows()``, ``state_dict()`` /
+``load_state_dict()`` and ``stats()``.
 """
 
 from __future__ import annotations
@@ -57,14 +62,20 @@ class StreamState:
         return cls(**d)
 
 
+#: `Window.source` values: the dataset's own (useful) documents, or junk documents.
+USEFUL, JUNK = 0, 1
+
+
 @dataclass
 class Window:
-    """One window of ``window + 1`` tokens: ids, the person of each token (-1 for eos/pad) and
-    the piece label of each token (0 template, 1 name, 2.. values; -1 eos/pad)."""
+    """One window of ``window + 1`` tokens: ids, the person of each token (-1 for eos/pad), the
+    piece label of each token (0 template, 1 name, 2.. values; -1 eos/pad) and which source the
+    whole window comes from (`USEFUL` or `JUNK`; people of junk windows index junk people)."""
 
     ids: np.ndarray
     people: np.ndarray
     labels: np.ndarray
+    source: int = USEFUL
 
 
 class ExposureStream:
@@ -80,6 +91,7 @@ class ExposureStream:
         window: int = 512,
         state: StreamState | None = None,
         block: int = 512,
+        order_tag: int = TAG_ORDER,
     ):
         self.source = source
         self.tok = tokenizer
@@ -87,6 +99,7 @@ class ExposureStream:
         self.seed = seed
         self.window = window
         self.block = block
+        self.order_tag = order_tag
         self.counts = np.zeros(source.n, dtype=np.int64)  # realised exposures (this process)
         self._perm: tuple[int, np.ndarray] | None = None
         self.state = state or StreamState()
@@ -108,12 +121,22 @@ class ExposureStream:
         self._labels = np.asarray(state.carry_labels, dtype=np.int64)
         self._pos = 0
 
+    def state_dict(self) -> dict:
+        return self.state.to_dict()
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state = StreamState.from_dict(d)
+
+    def stats(self) -> dict:
+        """Stream facts for the run summary (none beyond the exposure counts)."""
+        return {}
+
     def permutation(self, exposure: int) -> np.ndarray:
         """The order in which exposure ``exposure`` visits the people (keyed by seed, exposure)."""
         if self._perm is None or self._perm[0] != exposure:
             self._perm = (
                 exposure,
-                rng_for(self.seed, TAG_ORDER, exposure).permutation(self.source.n),
+                rng_for(self.seed, self.order_tag, exposure).permutation(self.source.n),
             )
         return self._perm[1]
 
@@ -166,12 +189,19 @@ class ExposureStream:
         return self
 
     def __next__(self) -> Window:
+        return self.take()
+
+    def take(self, size: int | None = None) -> Window:
+        """The next window, holding at most ``size`` real tokens (default ``window + 1``; a
+        mixture cuts junk windows to the length of the last useful one). Raises StopIteration
+        when at most one token is left."""
         n = self.window + 1
-        self._fill(n)
+        size = n if size is None else min(size, n)
+        self._fill(size)
         have = len(self._ids) - self._pos
         if have <= 1:
             raise StopIteration
-        take = min(n, have)
+        take = min(size, have)
         a = self._pos
         ids = np.full(n, PAD, dtype=np.int64)
         people = np.full(n, -1, dtype=np.int64)

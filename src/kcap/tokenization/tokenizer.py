@@ -2,14 +2,17 @@
 
 Two kinds: ``bpe`` (byte-level BPE, GPT-2 pre-tokenization, the default) and ``word`` (one token
 per word, number or punctuation mark; for tiny studies). Both reserve ``<|eos|>`` and any domain
-tokens as special tokens and keep bioD alphabet symbols whole. `encode_pieces` encodes a labelled
-document piece by piece through a cache (pieces always split at pre-tokenizer boundaries), which
-is what makes the training stream fast; tests check it equals encoding the whole text.
+tokens as special tokens and keep bioD alphabet symbols whole. A third, ``symbols``, is built
+rather than trained: one token per symbol plus ``<|eos|>`` (random strings). `encode_pieces`
+encodes a labelled document piece by piece through a cache (pieces always split at pre-tokenizer
+boundaries), which is what makes the training stream fast; tests check it equals encoding the
+whole text.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 EOS = "<|eos|>"
 KINDS = ("bpe", "word")
 _WORD_PATTERN = r"<t\d+>|'s|[A-Za-z]+|\d+|[^\sA-Za-z\d]"
+#: Entries kept in each piece cache; past this the cache starts over, so free text (bioR), whose
+#: pieces rarely repeat, cannot grow memory without bound.
+CACHE_LIMIT = 1 << 20
 
 
 def token_range(text: str, offsets: np.ndarray, start: int, end: int) -> tuple[int, int]:
@@ -91,6 +97,23 @@ class KTokenizer:
             hf.add_tokens([AddedToken(s, lstrip=True, normalized=False) for s in symbols])
         return cls(hf, kind)
 
+    @classmethod
+    def for_symbols(cls, symbols: Sequence[str]) -> KTokenizer:
+        """The trivial tokenizer of a symbol alphabet: symbol i is token i, ``<|eos|>`` is last.
+
+        Symbols are matched whole (the text of a sequence is its symbols concatenated); nothing
+        is trained, so the vocabulary is exactly ``len(symbols) + 1``.
+        """
+        vocab = {s: i for i, s in enumerate(symbols)}
+        if len(vocab) != len(symbols) or EOS in vocab:
+            raise ValueError("symbols must be distinct and must not include the eos token")
+        vocab[EOS] = len(symbols)
+        hf = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
+        pattern = "|".join(sorted(map(re.escape, vocab), key=len, reverse=True))
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), "isolated")
+        hf.add_special_tokens([EOS])
+        return cls(hf, "symbols")
+
     def save(self, path: Path) -> None:
         self.hf.save(str(path))
         meta = {"kind": self.kind}
@@ -114,6 +137,8 @@ class KTokenizer:
         ids = self._cache.get(text)
         if ids is None:
             ids = tuple(self.hf.encode(text, add_special_tokens=False).ids)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
             self._cache[text] = ids
         return ids
 
@@ -128,6 +153,8 @@ class KTokenizer:
         for piece in pieces:
             hit = cache.get(piece)
             if hit is None:
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
                 toks = self.piece_ids(piece[0])
                 hit = cache[piece] = (toks, (piece[1],) * len(toks), (piece[2],) * len(toks))
             ids += hit[0]

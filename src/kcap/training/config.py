@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from kcap.errors import KcapError
 
@@ -20,10 +27,18 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Either ``path`` to an existing dataset directory, or how to generate one for the run."""
+    """Either ``path`` to an existing dataset directory, or how to generate one for the run.
+
+    Kinds: ``bios`` and ``biod`` (``n`` people; bioD also ``k, c, d, l, t``); ``junk`` (useful
+    bioS(``n``) with ``ratio`` junk tokens per useful token, ``junk`` random or repetitive,
+    ``domain`` none/useful/junk); ``random`` (``m`` strings of ``s`` symbols over ``v``);
+    ``bior`` (``n`` people rewritten ``rewrites`` times by the local HF LM at ``rewriter``).
+    Fields of the later kinds are left out of the dump while unset, so configs written before
+    they existed keep their hash.
+    """
 
     path: str | None = None
-    kind: Literal["bios", "biod"] = "bios"
+    kind: Literal["bios", "biod", "junk", "random", "bior"] = "bios"
     n: int | None = Field(default=None, ge=1)
     seed: int = 0
     variant: Literal["online", "simple", "fullname"] = "online"
@@ -34,15 +49,44 @@ class DatasetSpec(_Strict):
     t: int | None = Field(default=None, ge=2)
     vocab: int = Field(default=2048, ge=300)
     tokenizer: Literal["bpe", "word"] = "bpe"
+    ratio: int | None = Field(default=None, ge=1)
+    junk: Literal["random", "repetitive"] | None = None
+    junk_n: int | None = Field(default=None, ge=1)
+    domain: Literal["none", "useful", "junk"] | None = None
+    m: int | None = Field(default=None, ge=1)
+    s: int | None = Field(default=None, ge=1)
+    v: int | None = Field(default=None, ge=2)
+    rewriter: str | None = None
+    rewrites: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _complete(self) -> DatasetSpec:
         if self.path is None:
+            if self.kind == "random":
+                if self.m is None:
+                    raise ValueError("random strings need dataset.m (and optionally .s, .v)")
+                return self
             if self.n is None:
                 raise ValueError("give either dataset.path or dataset.n (to generate bioS/bioD)")
             if self.kind == "biod" and None in (self.k, self.c, self.d, self.l, self.t):
                 raise ValueError("bioD needs dataset.k, .c, .d, .l and .t")
+            if self.kind == "junk" and None in (self.ratio, self.junk):
+                raise ValueError("a junk mixture needs dataset.ratio and dataset.junk")
+            if self.kind == "bior" and self.rewriter is None:
+                raise ValueError("bioR needs dataset.rewriter (a local Hugging Face model path)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        for key in _LATER_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+#: DatasetSpec fields added after the first release, dumped only when set (stable run hashes).
+_LATER_FIELDS = ("ratio", "junk", "junk_n", "domain", "m", "s", "v", "rewriter", "rewrites")
 
 
 class ModelSpec(_Strict):

@@ -33,7 +33,8 @@ from kcap.data.dataset import Dataset, build_biod, build_bios, load_dataset, wri
 from kcap.errors import KcapError
 from kcap.measure.knowledge import Measurement, measure
 from kcap.models import GPT, ModelConfig, count_parameters, preset
-from kcap.tokenization.stream import PAD, ExposureStream, StreamState
+from kcap.tokenization.factory import make_stream
+from kcap.tokenization.stream import PAD
 from kcap.training import checkpoint as ckpt
 from kcap.training.config import RunConfig, parse_config
 from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
@@ -81,22 +82,39 @@ def prepare_dataset(cfg: RunConfig, run_dir: Path, progress=None) -> Dataset:
         return load_dataset(spec.path)
     target = run_dir / "dataset"
     if not (target / "manifest.json").is_file():
-        if spec.kind == "bios":
-            built = build_bios(
-                spec.n,
-                spec.seed,
-                spec.variant,
-                vocab=spec.vocab,
-                tokenizer=spec.tokenizer,
-                progress=progress,
-            )
-        else:
-            p = BioDParams(spec.n, spec.k, spec.c, spec.d, spec.l, spec.t)
-            built = build_biod(
-                p, spec.seed, vocab=spec.vocab, tokenizer=spec.tokenizer, progress=progress
-            )
-        write_dataset(target, *built, force=True)
+        write_dataset(target, *build_dataset(spec, progress), force=True)
     return load_dataset(target)
+
+
+def build_dataset(spec, progress=None) -> tuple:
+    """Generate the dataset a `DatasetSpec` describes: ``(manifest, population, tokenizer[,
+    extra files])``, ready for `write_dataset`."""
+    common = {"vocab": spec.vocab, "tokenizer": spec.tokenizer, "progress": progress}
+    if spec.kind == "bios":
+        return build_bios(spec.n, spec.seed, spec.variant, **common)
+    if spec.kind == "biod":
+        p = BioDParams(spec.n, spec.k, spec.c, spec.d, spec.l, spec.t)
+        return build_biod(p, spec.seed, **common)
+    if spec.kind == "junk":
+        from kcap.data.junk import REPETITIVE_N, build_junk
+
+        return build_junk(
+            spec.n,
+            spec.ratio,
+            spec.junk,
+            spec.seed,
+            domain=spec.domain or "none",
+            junk_n=spec.junk_n or REPETITIVE_N,
+            **common,
+        )
+    if spec.kind == "random":
+        from kcap.data.random_strings import DEFAULT_S, DEFAULT_V, build_random
+
+        s, v = spec.s or DEFAULT_S, spec.v or DEFAULT_V
+        return build_random(spec.m, s, v, spec.seed, progress=progress)
+    from kcap.data.bior import build_bior
+
+    return build_bior(spec.n, spec.rewriter, spec.seed, rewrites=spec.rewrites or 40, **common)
 
 
 def model_config(cfg: RunConfig, dataset: Dataset) -> ModelConfig:
@@ -144,13 +162,7 @@ class Trainer:
         self.model = GPT(self.model_cfg).to(self.device)
         self.params = param_counts(self.model, self.dataset)
         self.optimizer = make_optimizer(self.model, t)
-        self.stream = ExposureStream(
-            self.dataset.source(),
-            self.dataset.tokenizer,
-            exposures=t.exposures,
-            seed=t.seed,
-            window=t.window,
-        )
+        self.stream = make_stream(self.dataset, exposures=t.exposures, seed=t.seed, window=t.window)
         self.total_windows = self.stream.count_windows()
         self.total_steps = math.ceil(self.total_windows / t.batch_size)
         self.warmup = warmup_steps(t, self.total_steps)
@@ -167,7 +179,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "stream": self.stream.state.to_dict(),
+            "stream": self.stream.state_dict(),
             "counts": self.stream.counts,
             "torch_rng": torch.get_rng_state(),
             "config_hash": _hash(self.cfg),
@@ -187,7 +199,7 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.stream.state = StreamState.from_dict(state["stream"])
+        self.stream.load_state_dict(state["stream"])
         self.stream.counts = state["counts"]
         torch.set_rng_state(state["torch_rng"])
         return True
@@ -301,7 +313,7 @@ class Trainer:
 
     def summary(self) -> dict:
         counts = self.stream.counts
-        return {
+        summary = {
             "name": self.cfg.name,
             "params": self.params,
             "model": self.model_cfg.model_dump(),
@@ -318,6 +330,10 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
         }
+        stream_stats = self.stream.stats()  # e.g. useful and junk tokens of a junk mixture
+        if stream_stats:
+            summary["stream"] = stream_stats
+        return summary
 
 
 def _brief(r: Measurement) -> dict:

@@ -1,0 +1,49 @@
+"""The training stream for a dataset: one function that picks the right stream for its kind.
+
+- bioS, bioD, bioR: `ExposureStream` over the dataset's documents (E exposures per person).
+- junk: `MixtureStream` of the useful exposure stream and the endless junk stream.
+- random strings: `SequenceStream`, one sequence per row (``window`` must cover S tokens).
+"""
+
+from __future__ import annotations
+
+from kcap.data.bios import TAG_JUNK_ORDER
+from kcap.errors import require
+from kcap.tokenization.mixture import MixtureStream
+from kcap.tokenization.rows import SequenceStream
+from kcap.tokenization.stream import ExposureStream
+
+#: Exposures of the junk stream: it never runs out before the useful stream does.
+ENDLESS = 1 << 62
+
+
+def make_stream(dataset, *, exposures: int, seed: int, window: int, state: dict | None = None):
+    """The stream of ``exposures`` exposures of ``dataset`` in ``window``-token windows, ordered
+    by ``seed`` and resumed from ``state`` (a ``state_dict()``) when given."""
+    tok = dataset.tokenizer
+    if dataset.kind == "random":
+        s = dataset.population.s
+        require(window >= s, "training.window", f"must be at least S = {s} for random strings")
+        stream = SequenceStream(
+            dataset.population.token_ids(tok), tok.eos_id, exposures=exposures, seed=seed
+        )
+    elif dataset.kind == "junk":
+        useful = ExposureStream(
+            dataset.source(), tok, exposures=exposures, seed=seed, window=window
+        )
+        junk = ExposureStream(
+            dataset.junk_source(),
+            tok,
+            exposures=ENDLESS,
+            seed=seed,
+            window=window,
+            order_tag=TAG_JUNK_ORDER,
+        )
+        stream = MixtureStream(useful, junk, dataset.manifest["params"]["ratio"])
+    else:
+        stream = ExposureStream(
+            dataset.source(), tok, exposures=exposures, seed=seed, window=window
+        )
+    if state is not None:
+        stream.load_state_dict(state)
+    return stream

@@ -1,0 +1,278 @@
+"""Junk mixtures: exact token ratio, pure windows, junk people never useful nor repeated, useful
+exposures exact, domain-token placement in training and measurement, exact resume."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kcap.data import pools as P
+from kcap.data.bios import TAG_JUNK_ORDER
+from kcap.data.bits import bios_bits
+from kcap.data.dataset import load_dataset
+from kcap.data.junk import (
+    DOMAIN_TOKEN,
+    JUNK_TOKEN,
+    JunkNames,
+    RandomJunkSource,
+    feistel_permute,
+    nth_unexcluded,
+)
+from kcap.measure.knowledge import measure
+from kcap.tokenization.factory import ENDLESS, make_stream
+from kcap.tokenization.mixture import MixtureStream
+from kcap.tokenization.stream import JUNK, PAD, USEFUL, ExposureStream
+
+
+@pytest.fixture(scope="module")
+def random_junk(junk_dirs):
+    return load_dataset(junk_dirs["random"])
+
+
+@pytest.fixture(scope="module")
+def repetitive_junk(junk_dirs):
+    return load_dataset(junk_dirs["repetitive"])
+
+
+def _mixture(ds, ratio, exposures=2, window=48, seed=1):
+    useful = ExposureStream(
+        ds.source(), ds.tokenizer, exposures=exposures, seed=seed, window=window
+    )
+    junk = ExposureStream(
+        ds.junk_source(),
+        ds.tokenizer,
+        exposures=ENDLESS,
+        seed=seed,
+        window=window,
+        order_tag=TAG_JUNK_ORDER,
+    )
+    return MixtureStream(useful, junk, ratio)
+
+
+def _joined(windows):
+    """The token stream of consecutive overlapping windows, without padding."""
+    if not windows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ids = np.concatenate([windows[0].ids] + [w.ids[1:] for w in windows[1:]])
+    people = np.concatenate([windows[0].people] + [w.people[1:] for w in windows[1:]])
+    keep = ids != PAD
+    return ids[keep], people[keep]
+
+
+def _predicted(w):
+    return int((w.ids != PAD).sum()) - 1
+
+
+@pytest.mark.parametrize("ratio", [1, 3, 7])
+def test_exact_ratio_pure_windows_exact_exposures(random_junk, ratio):
+    ds = random_junk
+    stream = _mixture(ds, ratio, exposures=2)
+    windows = list(stream)
+    assert len(windows) == stream.count_windows() == (ratio + 1) * len(windows[:: ratio + 1])
+    # the window pattern: one useful window, then r junk windows
+    assert [w.source for w in windows] == [
+        USEFUL if k % (ratio + 1) == 0 else JUNK for k in range(len(windows))
+    ]
+    useful = [w for w in windows if w.source == USEFUL]
+    junk = [w for w in windows if w.source == JUNK]
+    # exact token ratio over the whole run (predicted tokens: all but each window's first)
+    n_useful, n_junk = sum(map(_predicted, useful)), sum(map(_predicted, junk))
+    assert n_junk == ratio * n_useful
+    assert stream.stats()["junk_tokens"] == n_junk and stream.stats()["useful_tokens"] == n_useful
+    # purity: the useful windows are exactly the plain useful stream, the junk windows a prefix
+    # of the plain junk stream; so no useful token is in a junk window and vice versa
+    plain = ExposureStream(ds.source(), ds.tokenizer, exposures=2, seed=1, window=48)
+    plain_windows = list(plain)
+    assert len(plain_windows) == len(useful)
+    for a, b in zip(useful, plain_windows, strict=True):
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.people, b.people)
+    junk_ids, junk_people = _joined(junk)
+    ref = _mixture(ds, ratio).junk
+    ref_ids, _ = _joined([ref.take() for _ in range(len(junk) + 1)])
+    assert np.array_equal(junk_ids, ref_ids[: len(junk_ids)])
+    # useful exposures are exact and count useful people only
+    assert (stream.counts == 2).all() and len(stream.counts) == ds.n
+    ids, people = _joined(useful)
+    eos = ds.tokenizer.eos_id
+    starts = people[1:][ids[:-1] == eos]
+    assert np.bincount(starts[starts >= 0], minlength=ds.n).tolist() == [2] * ds.n
+    assert (junk_people[junk_ids != eos] >= 0).all()
+
+
+def test_useful_stream_of_a_junk_dataset_is_its_bios_people(random_junk):
+    from kcap.data.bios import BioSPopulation
+
+    pop = BioSPopulation.sample(random_junk.n, random_junk.manifest["seed"])
+    assert np.array_equal(pop.name, random_junk.population.name)
+    assert random_junk.bits == bios_bits(random_junk.n)
+
+
+def test_random_junk_people_never_useful_never_repeated(random_junk):
+    stream = make_stream(random_junk, exposures=4, seed=0, window=64)
+    junk_people = set()
+    for w in stream:
+        if w.source == JUNK:
+            junk_people.update(w.people[w.people >= 0].tolist())
+    assert len(junk_people) > 8 * random_junk.n
+    source = stream.junk.source
+    names = source.names(np.array(sorted(junk_people)))
+    assert len(np.unique(names)) == len(names)  # never repeated
+    assert not np.isin(names, random_junk.population.name).any()  # never a useful person
+    assert ((names >= 0) & (names < P.N0)).all()
+
+
+def test_junk_names_over_a_long_run():
+    useful = np.random.default_rng(0).choice(P.N0, 5000, replace=False)
+    names = JunkNames(7, useful)
+    k = np.arange(300_000)
+    first = names(k)
+    assert len(np.unique(first)) == len(k) and not np.isin(first, useful).any()
+    # past the name space a new cycle starts: again distinct and never useful
+    later = names(names.space + k)
+    assert len(np.unique(later)) == len(k) and not np.isin(later, useful).any()
+    assert not np.array_equal(later, first)
+    assert np.array_equal(names(k[:100]), first[:100])  # a pure function of k
+
+
+@pytest.mark.parametrize("space", [1, 2, 3, 7, 1000, 4097])
+def test_feistel_is_a_bijection(space):
+    keys = np.array([1, 2, 3, 4], dtype=np.uint64)
+    out = feistel_permute(np.arange(space), space, keys)
+    assert sorted(out.tolist()) == list(range(space))
+
+
+def test_nth_unexcluded():
+    excluded = np.array([0, 2, 3, 7])
+    assert nth_unexcluded(np.arange(6), excluded).tolist() == [1, 4, 5, 6, 8, 9]
+
+
+def test_random_junk_documents_are_the_named_junk_people(random_junk):
+    source = RandomJunkSource(random_junk.manifest["seed"], random_junk.population.name)
+    block = source.people(3)
+    docs = list(source.documents(3, np.array([5, 0])))
+    assert [d.person for d in docs] == [3 * source.n + 5, 3 * source.n]
+    assert docs[0].text.startswith(block.full_name(5))
+    assert np.array_equal(block.name, source.names(3 * source.n + np.arange(source.n)))
+
+
+def test_repetitive_junk_cycles_a_fixed_population(repetitive_junk):
+    ds = repetitive_junk
+    assert len(ds.junk_population.name) == 12
+    assert not np.isin(ds.junk_population.name, ds.population.name).any()
+    stream = make_stream(ds, exposures=3, seed=0, window=32)
+    junk_people = np.concatenate([w.people[w.people >= 0] for w in stream if w.source == JUNK])
+    assert set(junk_people.tolist()) == set(range(12))  # the same 12 people, over and over
+    assert (stream.junk.counts >= 2).all()
+
+
+def _doc_starts(windows, eos):
+    ids, _ = _joined(windows)
+    return ids[1:][ids[:-1] == eos]
+
+
+def test_domain_token_on_useful_biographies(random_junk):
+    ds = random_junk
+    tok = ds.tokenizer
+    wiki, junk_id = tok.hf.token_to_id(DOMAIN_TOKEN), tok.hf.token_to_id(JUNK_TOKEN)
+    assert wiki is not None and junk_id is not None and wiki != junk_id  # both reserved
+    windows = list(make_stream(ds, exposures=2, seed=0, window=64))
+    useful = [w for w in windows if w.source == USEFUL]
+    junk = [w for w in windows if w.source == JUNK]
+    starts = _doc_starts(useful, tok.eos_id)
+    assert (starts == wiki).all() and len(starts) == 2 * ds.n
+    junk_ids, _ = _joined(junk)
+    assert not np.isin(junk_ids, [wiki, junk_id]).any()
+    # the evaluation renders useful biographies the same way
+    for doc in ds.source(eval_=True).documents(0, np.arange(ds.n)):
+        assert doc.pieces[0] == (DOMAIN_TOKEN, 0, 0)
+        assert doc.text.startswith(DOMAIN_TOKEN + ds.population.full_name(doc.person))
+
+
+def test_junk_token_on_junk_biographies(repetitive_junk):
+    ds = repetitive_junk
+    tok = ds.tokenizer
+    marker = tok.hf.token_to_id(JUNK_TOKEN)
+    windows = list(make_stream(ds, exposures=2, seed=0, window=64))
+    junk_starts = _doc_starts([w for w in windows if w.source == JUNK], tok.eos_id)
+    assert len(junk_starts) > 0 and (junk_starts == marker).all()
+    useful_ids, _ = _joined([w for w in windows if w.source == USEFUL])
+    assert not (useful_ids == marker).any()
+    assert not any(
+        d.pieces[0][0] == JUNK_TOKEN for d in ds.source(eval_=True).documents(0, np.arange(3))
+    )
+
+
+class _Recorder(nn.Module):
+    """A uniform model that records the rows it is asked to score."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab, self.rows = vocab, []
+
+    def forward(self, idx):
+        self.rows += idx.tolist()
+        return torch.zeros(*idx.shape, self.vocab)
+
+
+def test_measurement_conditions_on_the_domain_token(random_junk):
+    ds = random_junk
+    tok = ds.tokenizer
+    model = _Recorder(tok.vocab_size)
+    r = measure(model, ds, P_count=1000, batch_size=8)
+    assert r.kind == "junk" and r.n_people == ds.n and r.n_measured == ds.n  # useful people only
+    assert r.data_bits == pytest.approx(bios_bits(ds.n)["total"])
+    assert r.bits["total"] == 0.0
+    wiki = tok.hf.token_to_id(DOMAIN_TOKEN)
+    assert len(model.rows) == ds.n
+    for row in model.rows:
+        assert row[:2] == [tok.eos_id, wiki]
+    # p1 is the name loss after the domain token: uniform over the vocabulary, per name token
+    docs = [
+        tok.encode_pieces(d.pieces) for d in ds.source(eval_=True).documents(0, np.arange(ds.n))
+    ]
+    name_tokens = np.mean([sum(1 for lab in d[1] if lab == 1) for d in docs])
+    assert r.p1 == pytest.approx(name_tokens * np.log(tok.vocab_size), rel=1e-5)
+
+
+def test_mixture_resume_is_exact(random_junk):
+    full = [w.ids.copy() for w in make_stream(random_junk, exposures=2, seed=3, window=40)]
+    for k in (1, 6, len(full) // 2 + 1, len(full) - 1):
+        stream = make_stream(random_junk, exposures=2, seed=3, window=40)
+        for _ in range(k):
+            next(stream)
+        state = copy.deepcopy(stream.state_dict())
+        resumed = make_stream(random_junk, exposures=2, seed=3, window=40, state=state)
+        rest = [w.ids for w in resumed]
+        assert len(rest) == len(full) - k
+        assert all(np.array_equal(a, b) for a, b in zip(rest, full[k:], strict=True))
+
+
+def test_junk_run_resumes_exactly(tmp_path, junk_dirs):
+    from kcap.training.config import parse_config
+    from kcap.training.trainer import Trainer
+
+    cfg = parse_config(
+        {
+            "dataset": {"path": str(junk_dirs["random"])},
+            "model": {"preset": "gpt2-1-1", "overrides": {"d_model": 32}},
+            "training": {"exposures": 2, "batch_size": 4, "window": 32, "threads": 1},
+            "measurement": {"batch_size": 24},
+        }
+    )
+    straight = Trainer(cfg, tmp_path / "a", progress=False)
+    straight.fit()
+    first = Trainer(cfg, tmp_path / "b", progress=False)
+    assert first.fit(stop_at=straight.total_steps // 2) is None
+    resumed = Trainer(cfg, tmp_path / "b", progress=False)
+    assert resumed.load_checkpoint()
+    resumed.fit()
+    for a, b in zip(
+        straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert straight.summary()["stream"] == resumed.summary()["stream"]
+    assert (straight.run_dir / "measure.json").read_text() == (
+        resumed.run_dir / "measure.json"
+    ).read_text()
