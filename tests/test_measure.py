@@ -98,7 +98,7 @@ def test_span_losses_off_by_one(bios_ds):
     docs = [
         tok.encode_pieces(d.pieces) for d in bios_ds.source(eval_=True).documents(0, np.arange(3))
     ]
-    losses, hits = token_losses(model, [d[0] for d in docs], tok.eos_id, torch.device("cpu"))
+    losses, hits, _ = token_losses(model, [d[0] for d in docs], tok.eos_id, torch.device("cpu"))
     for (ids, labels, _), nll, hit in zip(docs, losses, hits, strict=True):
         full = [tok.eos_id, *ids]
         for i in [0, 1, 5, len(ids) - 1]:
@@ -119,3 +119,40 @@ def test_r_never_exceeds_r_max_for_a_random_model(bios_ds):
     r = measure(model, bios_ds, P_count=5000)
     assert 0.0 <= r.R <= r.R_max
     assert 0.0 <= r.recall_accuracy <= 1.0
+
+
+def test_gender_is_read_across_pronoun_forms(tmp_path):
+    """A model sure of the gender but unsure which template form follows ("She" or "Her")
+    stores the gender bit fully; the raw token loss would have charged it ln 2."""
+    from kcap.data.dataset import build_bios, load_dataset, write_dataset
+    from kcap.data.documents import GENDER
+    from kcap.measure.knowledge import PRONOUN_FORMS
+
+    write_dataset(tmp_path / "ds", *build_bios(30, seed=4, vocab=1500), force=False)
+    bios_ds = load_dataset(tmp_path / "ds")
+    tok = bios_ds.tokenizer
+    forms = [w for f in PRONOUN_FORMS.values() for w in f]
+    assert all(len(tok.piece_ids(" " + w)) == 1 for w in forms)  # every form is one token
+
+    class FormBlind(Oracle):
+        def forward(self, idx):
+            out = super().forward(idx)
+            for b in range(idx.shape[0]):
+                row = idx[b].tolist()
+                ids, labels = next(
+                    d for d in self.docs if row[1 : 1 + len(d[0])] == d[0][: len(row) - 1]
+                )
+                t = labels.index(GENDER)
+                word = tok.decode([ids[t]])
+                forms = next(f for f in PRONOUN_FORMS.values() if word.strip() in f)
+                out[b, t] = 0.0
+                for w in forms:
+                    out[b, t, tok.piece_ids(" " + w)[0]] = BIG
+            return out
+
+    exact = measure(Oracle(bios_ds), bios_ds, P_count=1000)
+    blind = measure(FormBlind(bios_ds), bios_ds, P_count=1000)
+    assert blind.loss_per_attribute["gender"] == pytest.approx(0.0, abs=1e-6)
+    assert blind.bits_per_attribute["gender"] == pytest.approx(bios_ds.n, rel=1e-6)
+    assert blind.bits["total"] == pytest.approx(exact.bits["total"], rel=1e-9)
+    assert blind.recall_per_attribute["gender"] == 1.0

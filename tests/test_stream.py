@@ -70,3 +70,28 @@ def test_labels_mark_values(bios_ds):
     labels = w.labels[w.ids != PAD]
     assert set(np.unique(labels)) >= {-1, 0, 1, 2, 3, 4, 5, 6, 7, 8}
     assert (w.people[w.labels >= 1] >= 0).all()  # knowledge tokens belong to a person
+
+
+@pytest.mark.parametrize("variant", ["online", "simple", "fullname"])
+def test_length_tables_equal_a_dry_pass(bios_ds, variant):
+    """The exact run length from lookup tables equals rendering and tokenizing every document."""
+    from kcap.data.dataset import BioSSource
+
+    source = BioSSource(bios_ds.population, variant, seed=2)
+    tok = bios_ds.tokenizer
+    for e in (0, 3):
+        docs = source.documents(e, np.arange(bios_ds.n))
+        expected = [len(tok.encode_pieces(d.pieces)[0]) for d in docs]
+        assert source.token_lengths(tok, e).tolist() == expected
+    stream = ExposureStream(source, tok, exposures=3, seed=1, window=64)
+    assert stream.count_windows() == len(
+        list(ExposureStream(source, tok, exposures=3, seed=1, window=64))
+    )
+
+
+def test_biod_length_tables_equal_a_dry_pass(biod_ds):
+    source, tok = biod_ds.source(), biod_ds.tokenizer
+    for e in (0, 2):
+        docs = source.documents(e, np.arange(biod_ds.n))
+        expected = [len(tok.encode_pieces(d.pieces)[0]) for d in docs]
+        assert source.token_lengths(tok, e).tolist() == expected

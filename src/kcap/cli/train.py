@@ -112,24 +112,59 @@ def print_measurement(m: dict, summary: dict | None = None) -> None:
 
 
 def measure_cmd(
-    run_dir: Path = typer.Argument(..., help="A kcap run directory."),
+    run_dir: Path = typer.Argument(None, help="A kcap run directory (or use --hf and --dataset)."),
+    hf: Path = typer.Option(None, "--hf", help="A local Hugging Face causal LM checkpoint."),
+    dataset_dir: Path = typer.Option(None, "--dataset", help="The dataset, with --hf."),
     max_people: int = typer.Option(None, "--max-people", help="Measure a random subset."),
     eval_seed: int = typer.Option(None, "--eval-seed", help="Evaluation seed (default: config)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Documents per forward pass (--hf)."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
-    """Measure the bits a trained run stores, its capacity ratio and recall accuracy."""
-    from kcap.measure.knowledge import measure
-    from kcap.training.trainer import load_run
+    """Measure the bits a model stores, its capacity ratio and recall accuracy.
 
-    cfg, dataset, model, params = load_run(run_dir)
+    Either a kcap run directory, or any local Hugging Face causal LM (``--hf PATH``) that uses
+    the dataset's tokenizer (``--dataset DIR``).
+    """
+    from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset
+    from kcap.measure.knowledge import measure
+
+    if (run_dir is None) == (hf is None):
+        raise KcapError("RUN_DIR", "give a run directory, or --hf PATH with --dataset DIR")
+    if hf is not None:
+        from kcap.models.external import count_hf_parameters, load_causal_lm
+
+        if dataset_dir is None:
+            raise KcapError("--dataset", "--hf needs the dataset the model was trained on")
+        dataset = load_dataset(dataset_dir)
+        model = load_causal_lm(hf)
+        if model.vocab_size < dataset.tokenizer.vocab_size:
+            raise KcapError(
+                "--hf",
+                f"vocabulary {model.vocab_size} is smaller than the "
+                f"dataset tokenizer's {dataset.tokenizer.vocab_size}",
+            )
+        counts = count_hf_parameters(model, dataset.manifest["vocab"]["used_tokens"])
+        params = {
+            "total": counts.total,
+            "P": counts.P,
+            "non_embedding": counts.non_embedding,
+            "active": counts.active,
+        }
+        seed = DEFAULT_EVAL_SEED if eval_seed is None else eval_seed
+    else:
+        from kcap.training.trainer import load_run
+
+        cfg, dataset, model, params = load_run(run_dir)
+        seed = cfg.measurement.eval_seed if eval_seed is None else eval_seed
+        batch_size = cfg.measurement.batch_size
     result = measure(
         model,
         dataset,
         P_count=params["P"],
         params=params,
-        eval_seed=cfg.measurement.eval_seed if eval_seed is None else eval_seed,
+        eval_seed=seed,
         max_people=max_people,
-        batch_size=cfg.measurement.batch_size,
+        batch_size=batch_size,
     )
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))

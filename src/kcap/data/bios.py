@@ -206,6 +206,35 @@ class BioSRenderer:
             for values, label in zip(pool_values, ATTRIBUTE_LABELS, strict=True)
         ]
 
+    def length_tables(self, tok) -> tuple[np.ndarray, tuple, tuple]:
+        """Token-count tables for `BioSSource.token_lengths` (cached per tokenizer):
+        template text [attr, template, gender, subject_is_name, lead] (literals and pronouns),
+        name parts ([first, lead], [middle], [last]) and values (one array per attribute)."""
+        cached = getattr(self, "_length_tables", None)
+        if cached is not None and cached[0] is tok:
+            return cached[1]
+        n = lambda piece: len(tok.piece_ids(piece[0]))  # noqa: E731
+        most = max(len(per_attr) for per_attr in self.compiled)
+        fixed = np.zeros((len(self.compiled), most, 2, 2, 2), dtype=np.int64)
+        for a, per_attr in enumerate(self.compiled):
+            for t, per_t in enumerate(per_attr):
+                for g, per_g in enumerate(per_t):
+                    for s, per_s in enumerate(per_g):
+                        for lead, segments in enumerate(per_s):
+                            fixed[a, t, g, s, lead] = sum(
+                                n(p) if k == LIT else n(p[0])
+                                for k, p in segments
+                                if k in (LIT, PRONOUN)
+                            )
+        names = (
+            np.array([[n(p0), n(p1)] for p0, p1 in self._first], dtype=np.int64),
+            np.array([n(p) for p in self._middle], dtype=np.int64),
+            np.array([n(p) for p in self._last], dtype=np.int64),
+        )
+        values = tuple(np.array([n(p) for p in pieces], dtype=np.int64) for pieces in self._values)
+        self._length_tables = (tok, (fixed, names, values))
+        return fixed, names, values
+
     def value_pieces(self) -> list[str]:
         """The text of every value piece any person can have (all pools, leading space)."""
         return [piece[0] for values in self._values for piece in values]

@@ -27,7 +27,7 @@ from kcap.data.bios import TAG_EVAL, TAG_TRAIN, VARIANTS, BioSPopulation, BioSRe
 from kcap.data.bits import biod_bits, bios_bits
 from kcap.data.documents import Document
 from kcap.data.random_strings import RandomStrings, RandomStringSource
-from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, load_templates
+from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, PRONOUN_FORMS, load_templates
 from kcap.errors import KcapError, require
 from kcap.tokenization.tokenizer import KINDS, KTokenizer
 
@@ -67,6 +67,34 @@ class BioSSource:
             self._cached = (e, layouts(self.n, self.seed, self.tag, e))
         return self._cached[1]
 
+    def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:
+        """Tokens in every person's document at ``exposure`` (eos excluded), from lookup tables
+        in a few vectorised operations: the stream counts a run's exact length without
+        rendering it (a dry pass would cost as much as the run's data generation)."""
+        if self.fixed and exposure > 0:
+            exposure = 0
+        fixed, names, values = self.renderer.length_tables(tok)
+        tmpl, order = self._layouts(exposure)
+        pop = self.renderer.population
+        rows = np.arange(self.n)
+        g = pop.gender.astype(np.int64)
+        first, rest = np.divmod(pop.name, P.N_MIDDLE * P.N_LAST)
+        middle, last = np.divmod(rest, P.N_LAST)
+        fullname = self.renderer.variant == "fullname"
+        total = np.zeros(self.n, dtype=np.int64)
+        for j in range(order.shape[1]):
+            a = order[:, j].astype(np.int64)
+            subject_is_name, lead = int(j == 0 or fullname), int(j > 0)
+            total += fixed[a, tmpl[rows, a], g, subject_is_name, lead]
+            if subject_is_name:
+                total += names[0][first, lead] + names[1][middle] + names[2][last]
+        employer = pop.employer.astype(np.int64)
+        for lengths, index in zip(
+            values, (pop.date, pop.city, pop.university, pop.major, employer, employer), strict=True
+        ):
+            total += lengths[index.astype(np.int64)]
+        return total
+
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
         tmpl, order = self._layouts(exposure)
         render = self.renderer.render
@@ -87,11 +115,41 @@ class BioDSource:
         self.fixed = eval_
         self._cached: tuple[int, np.ndarray] | None = None
 
-    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+    def _orders(self, exposure: int) -> np.ndarray:
         e = 0 if self.fixed else exposure
         if self._cached is None or self._cached[0] != e:
             self._cached = (e, biod_orders(self.n, self.k, self.seed, self.tag, e))
-        orders = self._cached[1]
+        return self._cached[1]
+
+    def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:
+        """Tokens in every person's document at ``exposure`` (eos excluded), from tables: only
+        which attribute comes first changes a document's length."""
+        pop = self.renderer.population
+        piece = lambda text: len(tok.piece_ids(text))  # noqa: E731
+        pools = P.load_pools()
+        first, rest = np.divmod(pop.name, P.N_MIDDLE * P.N_LAST)
+        middle, last = np.divmod(rest, P.N_LAST)
+        name = (
+            np.array([piece(f) for f in pools.first])[first]
+            + np.array([piece(" " + m) for m in pools.middle])[middle]
+            + np.array([piece(" " + x) for x in pools.last])[last]
+        )
+        heads = np.array(
+            [[piece(f"'s ID {a + 1} is"), piece(f" Their ID {a + 1} is")] for a in range(self.k)]
+        )
+        chunks = np.array(
+            [
+                [piece(" " + pop.chunk_text(a, c)) for c in range(pop.params.d)]
+                for a in range(self.k)
+            ]
+        )
+        values = chunks[np.arange(self.k)[None, :, None], pop.values].sum(axis=(1, 2))
+        first_attr = self._orders(exposure)[:, 0]
+        sentences = heads[:, 1].sum() + self.k * piece(".")
+        return name + values + sentences + heads[first_attr, 0] - heads[first_attr, 1]
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        orders = self._orders(exposure)
         for p in people.tolist():
             yield self.renderer.render(p, orders[p])
 
@@ -241,7 +299,17 @@ def pool_texts(*, names: bool) -> list[str]:
         *pools.companies,
         *pools.company_hq,
     ]
-    return [*values, *pools.first, *pools.middle, *pools.last] if names else values
+    # Every pronoun form, often enough that BPE makes each (with its leading space) one token:
+    # the measure reads the gender across the forms at the first pronoun (measure.knowledge).
+    pronouns = [" ".join(w for forms in PRONOUN_FORMS.values() for w in forms)] * 1000
+    return (
+        [*values, *pronouns, *pools.first, *pools.middle, *pools.last]
+        if names
+        else [
+            *values,
+            *pronouns,
+        ]
+    )
 
 
 def _training_texts(docs: list[Document], extra: list[str]) -> Iterator[str]:

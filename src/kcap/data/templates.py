@@ -24,6 +24,17 @@ PRONOUNS = {  # gender 0 = male, 1 = female
     "<S's>": ("His", "Her"),
 }
 
+#: Every gendered form by (capitalised, gender): the first one in a biography carries the gender.
+PRONOUN_FORMS = {
+    (True, 0): ("He", "His"),
+    (True, 1): ("She", "Her"),
+    (False, 0): ("he", "his", "him"),
+    (False, 1): ("she", "her"),
+}
+assert {w for pair in PRONOUNS.values() for w in pair} == {
+    w for forms in PRONOUN_FORMS.values() for w in forms
+}
+
 # Segment kinds of a compiled sentence.
 LIT, NAME, VALUE, PRONOUN = 0, 1, 2, 3
 Segment = tuple[int, str]  # (kind, text); NAME/VALUE text is the separator before them

@@ -23,7 +23,7 @@ import torch
 from kcap.data import pools as P
 from kcap.data.dataset import DEFAULT_EVAL_SEED, Dataset
 from kcap.data.documents import GENDER, NAME, VALUE_BASE
-from kcap.data.templates import ATTRIBUTES
+from kcap.data.templates import ATTRIBUTES, PRONOUN_FORMS
 from kcap.measure.losses import token_losses
 
 LOG2E = 1.0 / math.log(2.0)
@@ -66,6 +66,41 @@ class Measurement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+GenderProbe = tuple[int, list[int], int]  # (position, candidate ids, how many are correct)
+
+
+def gender_probe(tok, doc, labels) -> GenderProbe | None:
+    """Where the gender is read and which tokens stand for each gender there.
+
+    The first pronoun's token also says which template form comes next ("She" vs "Her"); that
+    choice is template randomness, not knowledge about the person. So the gender is read as the
+    model's probability of the person's gender among all gendered pronoun forms at that position
+    (a valid generator for Theorem 3.2: it uses only the model and the template slot). Returns
+    None when the pronoun is not a single token (then its token loss is used as it is).
+    """
+    piece = next((p for p in doc.pieces if p[1] == GENDER), None)
+    positions = [i for i, lab in enumerate(labels) if lab == GENDER]
+    if piece is None or len(positions) != 1:
+        return None
+    text = piece[0]
+    word = text.strip()
+    space = text[: len(text) - len(text.lstrip())]
+    capital = word[0].isupper()
+    gender = next(g for g in (0, 1) if word in PRONOUN_FORMS[(capital, g)])
+    own = [tok.piece_ids(space + w) for w in PRONOUN_FORMS[(capital, gender)]]
+    other = [tok.piece_ids(space + w) for w in PRONOUN_FORMS[(capital, 1 - gender)]]
+    if any(len(ids) != 1 for ids in own + other):
+        return None
+    return positions[0], [ids[0] for ids in own + other], len(own)
+
+
+def gender_choice(logp: np.ndarray, probe: GenderProbe) -> tuple[float, bool]:
+    """(loss in nats, correct?) of the gender read from the candidates' log-probabilities."""
+    n_own = probe[2]
+    own, other = np.logaddexp.reduce(logp[:n_own]), np.logaddexp.reduce(logp[n_own:])
+    return float(np.logaddexp(own, other) - own), bool(own > other)
 
 
 @torch.no_grad()
@@ -116,8 +151,15 @@ def measure(
         block = people[start : start + batch_size]
         docs = list(source.documents(0, block))
         encoded = [tok.encode_pieces(d.pieces) for d in docs]
-        losses, hits = token_losses(model, [e[0] for e in encoded], tok.eos_id, device)
-        for (_, labels, index), nll, hit in zip(encoded, losses, hits, strict=True):
+        probes = (
+            [gender_probe(tok, d, e[1]) for d, e in zip(docs, encoded, strict=True)]
+            if bios
+            else None
+        )
+        losses, hits, picked = token_losses(
+            model, [e[0] for e in encoded], tok.eos_id, device, probes=probes
+        )
+        for i, ((_, labels, index), nll, hit) in enumerate(zip(encoded, losses, hits, strict=True)):
             labels, index = np.asarray(labels), np.asarray(index)
             name_sum += float(nll[labels == NAME].sum())
             for a in attrs:
@@ -126,6 +168,11 @@ def measure(
                     sel = labels == label
                     if not sel.any():  # no pronoun in this rendering: gender unknown, ln 2
                         loss_sum[a] += math.log(2)
+                        continue
+                    if a == "gender" and picked[i] is not None:
+                        loss, correct = gender_choice(picked[i], probes[i])
+                        loss_sum[a] += loss
+                        hit_sum[a] += float(correct)
                         continue
                 else:
                     sel = labels == VALUE_BASE + a

@@ -18,9 +18,16 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def token_losses(
-    model: torch.nn.Module, docs: Sequence[Sequence[int]], eos_id: int, device: torch.device
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For each document: natural-log loss of every token, and whether it is the argmax."""
+    model: torch.nn.Module,
+    docs: Sequence[Sequence[int]],
+    eos_id: int,
+    device: torch.device,
+    *,
+    probes: Sequence[tuple | None] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
+    """For each document: natural-log loss of every token, whether it is the argmax, and, where
+    ``probes[i] = (position, candidate_ids, ...)``, the log-probabilities of those candidates as the
+    token at that position (None elsewhere)."""
     lengths = [len(d) for d in docs]
     width = max(lengths) + 1
     batch = torch.full((len(docs), width), eos_id, dtype=torch.long)
@@ -31,5 +38,15 @@ def token_losses(
     targets = batch[:, 1:]
     nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     hit = logits.argmax(-1) == targets
+    picked: list[np.ndarray | None] = [None] * len(docs)
+    for i, probe in enumerate(probes or ()):
+        if probe is not None:
+            position, candidates = probe[0], probe[1]
+            logp = torch.log_softmax(logits[i, position], -1)
+            picked[i] = logp[torch.as_tensor(list(candidates), device=logp.device)].cpu().numpy()
     nll, hit = nll.cpu().numpy(), hit.cpu().numpy()
-    return [nll[i, :n] for i, n in enumerate(lengths)], [hit[i, :n] for i, n in enumerate(lengths)]
+    return (
+        [nll[i, :n] for i, n in enumerate(lengths)],
+        [hit[i, :n] for i, n in enumerate(lengths)],
+        picked,
+    )

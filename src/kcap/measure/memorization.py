@@ -62,7 +62,7 @@ def measure_memorization(
     exact = np.empty(m, dtype=bool)
     for start in range(0, m, batch_size):
         block = ids[chosen[start : start + batch_size]]
-        losses, hits = token_losses(model, block.tolist(), dataset.tokenizer.eos_id, device)
+        losses, hits, _ = token_losses(model, block.tolist(), dataset.tokenizer.eos_id, device)
         stop = start + len(block)
         nll[start:stop] = [float(x.sum()) for x in losses]
         exact[start:stop] = [bool(h.all()) for h in hits]

@@ -214,8 +214,14 @@ class ExposureStream:
         return Window(ids, people, labels)
 
     def count_tokens(self) -> int:
-        """Exact number of tokens the full stream holds (a dry pass over every document)."""
+        """Exact number of tokens the full stream holds: from the source's length tables when it
+        has them (bioS), else by a dry pass over every document."""
         total = 1  # the opening eos
+        lengths = getattr(self.source, "token_lengths", None)
+        if lengths is not None:
+            for e in range(self.exposures):
+                total += int(lengths(self.tok, e).sum()) + self.source.n
+            return total
         for e in range(self.exposures):
             perm = self.permutation(e)
             for start in range(0, len(perm), self.block * 16):

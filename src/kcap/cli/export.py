@@ -1,0 +1,30 @@
+"""`kcap export RUN_DIR --hf OUT_DIR`: write a run as a Hugging Face transformers checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kcap.errors import KcapError
+
+
+def export(
+    run_dir: Path = typer.Argument(..., help="A kcap run directory with a checkpoint."),
+    hf: Path = typer.Option(..., "--hf", help="Output directory for the transformers checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --hf directory."),
+) -> None:
+    """Export a trained run (safetensors + config + tokenizer), where an architecture maps."""
+    from kcap.models.hf import export_hf, hf_architecture
+    from kcap.training.trainer import load_run
+
+    if hf.exists() and any(hf.iterdir()) and not force:
+        raise KcapError("--hf", f"{hf} is not empty (use --force)")
+    _, dataset, model, _ = load_run(run_dir)
+    arch = hf_architecture(model.cfg)  # refuses (one line) before anything is written
+    if hf.exists():
+        shutil.rmtree(hf)
+    export_hf(model, hf, tokenizer_json=dataset.path / "tokenizer.json")
+    Console(stderr=True).print(f"exported {run_dir} as {arch} to {hf}")
