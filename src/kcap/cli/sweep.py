@@ -1,0 +1,112 @@
+"""`kcap sweep GRID.yaml`: expand a grid into runs and run those not yet finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kcap.experiments.store import DEFAULT_DB, ResultsStore
+
+err = Console(stderr=True)
+
+
+def sweep(
+    grid_file: Path = typer.Argument(..., metavar="GRID", help="Grid YAML (base + product/zip)."),
+    db: Path = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite results store."),
+    out: Path = typer.Option(
+        Path("kcap-sweep"), "--out", help="Sweep folder: runs/<run id>/ and shared datasets/."
+    ),
+    workers: int = typer.Option(1, "--workers", "-j", help="Runs in parallel on this machine."),
+    threads: int = typer.Option(
+        None, "--threads", help="Torch threads per worker (default: cores // workers)."
+    ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-run (from scratch) runs that failed with an error."
+    ),
+    ray: str = typer.Option(
+        None, "--ray", metavar="ADDRESS", help="Submit runs to a Ray cluster ('local': start one)."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Override a base config value: key.sub=v."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the runs and their state in the store; run nothing."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary (or list) as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Run a grid of configs, skipping those already finished in the results store.
+
+    Every point is identified by the hash of its full config, so a sweep can be stopped and
+    started again at will: finished runs are skipped, interrupted ones resume from their last
+    checkpoint, failed ones are retried with --retry-failed.
+    """
+    from kcap.experiments.grid import expand, load_grid
+    from kcap.experiments.sweep import (
+        SweepOptions,
+        default_threads,
+        describe_points,
+        point_states,
+        run_sweep,
+    )
+
+    grid = load_grid(grid_file, set_)
+    points = expand(grid)
+    for skipped in grid.skipped:
+        err.print(f"[yellow]skipping block {skipped}[/]")
+    if dry_run:
+        if db.is_file():
+            with ResultsStore(db) as store:
+                states = point_states(points, store)
+        else:
+            states = {p.run_id: "new" for p in points}
+        rows = describe_points(points, states, out / "datasets")
+        if json_out:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title=f"sweep {grid.name}: {len(points)} runs")
+        for col in ("run_id", "name", "state", "N", "exposures", "person-exposures", "tokens"):
+            table.add_column(col, justify="right" if col[0] in "Nept" else "left")
+        for r in rows:
+            table.add_row(
+                r["run_id"],
+                r["name"],
+                r["state"],
+                str(r["n"]),
+                str(r["exposures"]),
+                f"{r['person_exposures']:,}",
+                "?" if r["tokens"] is None else f"{r['tokens']:,}",
+            )
+        console = Console()
+        Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
+        return
+    opts = SweepOptions(
+        db=db,
+        out=out,
+        workers=workers,
+        threads=threads,
+        retry_failed=retry_failed,
+        ray=ray,
+        progress=progress and not json_out,
+    )
+    if not json_out:
+        err.print(
+            f"sweep {grid.name}: {len(points)} runs, {workers} worker(s) x "
+            f"{threads or default_threads(workers)} thread(s){f', Ray {ray}' if ray else ''}; "
+            f"store {db}, runs in {out / 'runs'}"
+        )
+    try:
+        summary = run_sweep(points, opts, name=grid.name)
+    except KeyboardInterrupt:
+        err.print("interrupted: running points are marked interrupted and resume next time")
+        raise typer.Exit(130) from None
+    if json_out:
+        typer.echo(json.dumps(summary.__dict__, indent=2))
+    else:
+        Console().print(summary.line(grid.name))
+        for name, error in summary.failures:
+            err.print(f"[red]failed[/] {name}: {error}")
+    if summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,495 @@
+"""Capacity laws from finished runs: peak capacity ratios and the fitted bits-per-parameter law.
+
+Runs are grouped by (dataset family, exposures, architecture). Within a group:
+
+- **Points.** Each finished run is a point (P, bits stored, data bits, N, ...). Runs that differ
+  only in optimisation settings (learning rate, batch, weight decay, warmup) are merged into the
+  best of them -- the paper reports the best of its learning rates.
+- **Peak R** is the largest bits/P of any point, overall and per N (Result 1's "peak R(F)").
+- **A model's capacity** C(m) is the most bits that model (one shape, one replicate = dataset
+  seed and training seed) stored on any of the datasets it was trained on. The model is *at
+  capacity* when some dataset it saw held more than C(m)/(1 - δ) bits (δ = 0.1): it was shown
+  knowledge it could not hold, so C(m) is what it can hold, not what the data offered. Models
+  that stored (nearly) everything they were shown say nothing about their capacity and are left
+  out. ``plateau`` additionally records whether bits stopped rising between the two largest N.
+- **The law** is bits = R·P, with R the *median* of C(m)/P(m) over the models at capacity: the
+  robust plateau of bits/P (an under-trained or oddly shaped model moves a median little, and
+  the paper's claim is that the ratio is constant). ``slope`` is the least-squares exponent b of
+  log C = a + b·log P over the same models; b ≈ 1 is what makes R a law.
+- **Intervals.** With two or more replicates, R is fitted per replicate; R is their mean and the
+  interval their range (min–max). With one replicate, the interval is a 95% bootstrap over the
+  models at capacity (1000 resamples, fixed seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kcap.experiments.store import ResultsStore, RunRecord
+
+__all__ = [
+    "DATA_LIMITED",
+    "Law",
+    "ModelCapacity",
+    "Point",
+    "analyse",
+    "arch_label",
+    "family_label",
+    "fit_group",
+    "load_points",
+    "points_from_records",
+    "scale_label",
+]
+
+DATA_LIMITED = 0.9  # a model that stored >= 90% of a dataset's bits was limited by the data
+_SIZE_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context")
+# Paper names for architecture changes (configs/ablations/, paper §7 and Figure 5).
+_ARCH_NAMES: dict[tuple[str, frozenset], str] = {
+    ("gpt2", frozenset({("mlp_ratio", 1.0)})): "gpt2-quarter-mlp",
+    ("gpt2", frozenset({("mlp_ratio", 0.0)})): "gpt2-no-mlp",
+    ("llama", frozenset({("tied", True)})): "llama-tied",
+    ("llama", frozenset({("tied", True), ("mlp_gated", False), ("mlp_ratio", 4.0)})): (
+        "llama-tied-standard-mlp"
+    ),
+    (
+        "llama",
+        frozenset(
+            {("tied", True), ("mlp_gated", False), ("mlp_ratio", 4.0), ("activation", "gelu")}
+        ),
+    ): "llama-tied-standard-mlp-gelu",
+    (
+        "llama",
+        frozenset(
+            {
+                ("tied", True),
+                ("mlp_gated", False),
+                ("mlp_ratio", 4.0),
+                ("activation", "gelu"),
+                ("norm", "layernorm"),
+                ("norm_bias", True),
+            }
+        ),
+    ): "llama-tied-standard-mlp-gelu-layernorm-bias",
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One finished run, reduced to what the laws need."""
+
+    run_id: str
+    name: str
+    family: str
+    exposures: int
+    arch: str
+    model: str  # the model's shape: preset plus size overrides (d_model, ...)
+    dataset: str  # the dataset's identity without its seed (kind, variant, N, bioD params)
+    n: int
+    replicate: tuple[int, int]  # (dataset seed, training seed)
+    P: int
+    bits: float
+    data_bits: float
+    recall: float
+    components: dict = field(default_factory=dict, hash=False, compare=False)
+    data_components: dict = field(default_factory=dict, hash=False, compare=False)
+    history: tuple = field(default=(), hash=False, compare=False)
+    run_dir: str | None = None
+    quant: int | None = None
+    hparams: str = ""
+
+    @property
+    def R(self) -> float:
+        return self.bits / self.P
+
+    @property
+    def R_max(self) -> float:
+        return self.data_bits / self.P
+
+    @property
+    def fraction(self) -> float:
+        return self.bits / self.data_bits if self.data_bits else 0.0
+
+
+@dataclass
+class ModelCapacity:
+    model: str
+    replicate: tuple[int, int]
+    P: int
+    bits: float
+    n_at_max: int
+    at_capacity: bool
+    plateau: bool | None
+    datasets: int
+
+    @property
+    def R(self) -> float:
+        return self.bits / self.P
+
+
+@dataclass
+class Law:
+    """The capacity law of one (family, exposures, architecture) group."""
+
+    family: str
+    exposures: int
+    arch: str
+    quant: int | None
+    points: list[Point]
+    models: list[ModelCapacity]
+    peak_R: float
+    peak_run: str
+    peak_per_n: dict[int, float]
+    R: float | None
+    interval: tuple[float, float] | None
+    interval_kind: str | None  # "seeds", "bootstrap", "single"
+    per_replicate: dict[str, float]
+    slope: float | None
+
+    @property
+    def key(self) -> tuple[str, int, str, int | None]:
+        return (self.family, self.exposures, self.arch, self.quant)
+
+    @property
+    def label(self) -> str:
+        q = f", int{self.quant}" if self.quant else ""
+        return f"{self.family}, {self.exposures} exposures, {self.arch}{q}"
+
+    @property
+    def slug(self) -> str:
+        q = f"-int{self.quant}" if self.quant else ""
+        raw = f"{self.family}-e{self.exposures}-{self.arch}{q}"
+        return "".join(c if c.isalnum() or c in "-_" else "-" for c in raw).lower()
+
+    @property
+    def n_at_capacity(self) -> int:
+        return sum(m.at_capacity for m in self.models)
+
+    @property
+    def scale(self) -> str:
+        return scale_label(self.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "exposures": self.exposures,
+            "arch": self.arch,
+            "quant": self.quant,
+            "runs": len(self.points),
+            "models": len(self.models),
+            "models_at_capacity": self.n_at_capacity,
+            "peak_R": self.peak_R,
+            "peak_run": self.peak_run,
+            "peak_R_per_N": {str(k): v for k, v in self.peak_per_n.items()},
+            "R": self.R,
+            "interval": list(self.interval) if self.interval else None,
+            "interval_kind": self.interval_kind,
+            "R_per_replicate": self.per_replicate,
+            "slope": self.slope,
+            "scale": self.scale,
+        }
+
+
+# ------------------------------------------------------------------------------ labels
+
+
+def arch_label(preset_name: str, overrides: dict | None = None) -> str:
+    """The architecture of a model spec, without its size: gpt2, llama-tied, gpt2-no-mlp, ..."""
+    from kcap.models import preset
+
+    overrides = dict(overrides or {})
+    family = preset_name.split("-")[0]
+    moe = preset_name.split("-moe")[1] if "-moe" in preset_name else None
+    base = family + (f"-moe{moe}" if moe else "")
+    size = {k: v for k, v in overrides.items() if k in _SIZE_FIELDS}
+    try:
+        full = preset(preset_name, 1024, **overrides).model_dump()
+        ref = preset(preset_name, 1024, **size).model_dump()
+    except ValueError:
+        return base + "[invalid]"
+    diff = {k: v for k, v in full.items() if ref[k] != v and k not in _SIZE_FIELDS}
+    if not diff:
+        return base
+    items = frozenset(
+        (k, float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+        for k, v in diff.items()
+    )
+    if not moe and (family, items) in _ARCH_NAMES:
+        return _ARCH_NAMES[(family, items)]
+    return base + "[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]"
+
+
+def family_label(dataset: dict) -> str:
+    """bioS, bioS-simple, bioS-fullname, bioD, bioR, random-strings, or a junk mixture such as
+    bioS+random-junk-7:1 (+domain-token when the useful data carries one, +junk-token when the
+    junk does)."""
+    kind = dataset.get("kind", "bios")
+    if kind == "biod":
+        return "bioD"
+    if kind == "bior":
+        return "bioR"
+    if kind == "random":
+        return "random-strings"
+    if kind == "junk":
+        name = f"bioS+{dataset.get('junk', 'random')}-junk-{dataset.get('ratio', '?')}:1"
+        domain = dataset.get("domain") or "none"
+        return name + {"none": "", "useful": "+domain-token", "junk": "+junk-token"}.get(
+            domain, f"+{domain}"
+        )
+    if kind == "bios":
+        variant = dataset.get("variant", "online")
+        return "bioS" if variant == "online" else f"bioS-{variant}"
+    return str(kind)
+
+
+def scale_label(points: list[Point]) -> str:
+    """lab / gpu / paper, from the sizes actually run (the numbers are always shown beside it)."""
+    if not points:
+        return "-"
+    max_p = max(p.P for p in points)
+    max_n = max(p.n for p in points)
+    if max_n >= 100_000 or max_p >= 20_000_000:
+        return "paper"
+    if max_p <= 250_000 and max_n <= 10_000:
+        return "lab"
+    return "gpu"
+
+
+def describe_scale(points: list[Point]) -> str:
+    """e.g. "lab: N 100–800, P 17k–48k, 12 runs"."""
+    if not points:
+        return "-"
+    ns = sorted({p.n for p in points})
+    ps = [p.P for p in points]
+    n_text = f"N {_si(ns[0])}" + (f"–{_si(ns[-1])}" if len(ns) > 1 else "")
+    p_text = f"P {_si(min(ps))}" + (f"–{_si(max(ps))}" if max(ps) != min(ps) else "")
+    return f"{scale_label(points)}: {n_text}, {p_text}, {len(points)} runs"
+
+
+def _si(x: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+# ------------------------------------------------------------------------------ points
+
+
+def points_from_records(records: list[RunRecord]) -> list[Point]:
+    """Points of the finished runs that carry a measurement."""
+    out = []
+    for rec in records:
+        if rec.status != "finished" or "bits" not in rec.metrics:
+            continue
+        cfg, m = rec.config, rec.metrics
+        d, model, t = cfg.get("dataset", {}), cfg.get("model", {}), cfg.get("training", {})
+        overrides = model.get("overrides") or {}
+        size = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS}
+        dparams = (rec.manifest or {}).get("params") or {}
+        n = int(m.get("n_people") or dparams.get("n") or d.get("n") or 0)
+        ident = [family_label(d), f"n={n}"]
+        if d.get("kind") == "biod":
+            ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
+        quant = (
+            (cfg.get("quantize") or {}).get("bits")
+            if isinstance(cfg.get("quantize"), dict)
+            else None
+        )
+        out.append(
+            Point(
+                run_id=rec.run_id,
+                name=rec.name or rec.run_id,
+                family=family_label(d),
+                exposures=int(t.get("exposures", 0)),
+                arch=arch_label(model.get("preset", "gpt2-2-2"), overrides),
+                model=model.get("preset", "?") + "".join(f",{k}={v}" for k, v in size.items()),
+                dataset=" ".join(ident),
+                n=n,
+                replicate=(int(d.get("seed", 0)), int(t.get("seed", 0))),
+                P=int(m["P"]),
+                bits=float(m["bits"]["total"]),
+                data_bits=float(m["data_bits"]),
+                recall=float(m.get("recall_accuracy", float("nan"))),
+                components={k: float(v) for k, v in m["bits"].items()},
+                data_components=dict((rec.manifest or {}).get("bits") or {}),
+                history=tuple(m.get("history") or _history_file(rec.run_dir)),
+                run_dir=rec.run_dir,
+                quant=quant,
+                hparams=", ".join(
+                    f"{k}={t.get(k)}" for k in ("lr", "batch_size", "weight_decay") if k in t
+                ),
+            )
+        )
+    return out
+
+
+def _history_file(run_dir: str | None) -> tuple:
+    """In-training measurements from RUN_DIR/metrics.jsonl (runs recorded by `kcap train`)."""
+    path = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    if path is None or not path.is_file():
+        return ()
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "measure" in rec:
+            out.append({"step": rec["step"], **rec["measure"]})
+    return tuple(out)
+
+
+def load_points(db: str | Path) -> list[Point]:
+    """Points of every finished run in the results store at ``db`` (none if it doesn't exist)."""
+    if not Path(db).is_file():
+        return []
+    with ResultsStore(db) as store:
+        return points_from_records(store.list_runs(status="finished"))
+
+
+# ------------------------------------------------------------------------------ fitting
+
+
+def analyse(points: list[Point], *, data_limited: float = DATA_LIMITED) -> list[Law]:
+    """One `Law` per (family, exposures, architecture, quantization) group, sorted."""
+    groups: dict[tuple, list[Point]] = defaultdict(list)
+    for p in points:
+        groups[(p.family, p.exposures, p.arch, p.quant)].append(p)
+    laws = [fit_group(g, data_limited=data_limited) for g in groups.values()]
+    return sorted(laws, key=lambda law: (law.family, -law.exposures, law.arch, law.quant or 0))
+
+
+def best_of(points: list[Point]) -> list[Point]:
+    """Merge runs that differ only in optimisation settings, keeping the one storing most bits."""
+    best: dict[tuple, Point] = {}
+    for p in points:
+        key = (p.model, p.dataset, p.replicate)
+        if key not in best or p.bits > best[key].bits:
+            best[key] = p
+    return list(best.values())
+
+
+def fit_group(points: list[Point], *, data_limited: float = DATA_LIMITED) -> Law:
+    """Peak R, per-model capacities and the fitted law of one group of points."""
+    if not points:
+        raise ValueError("fit_group needs at least one point")
+    first = points[0]
+    pts = best_of(points)
+    peak = max(pts, key=lambda p: p.R)
+    peak_per_n: dict[int, float] = {}
+    for p in pts:
+        peak_per_n[p.n] = max(peak_per_n.get(p.n, 0.0), p.R)
+    models = _capacities(pts, data_limited)
+    law_r, interval, kind, per_rep, slope = _law(models)
+    return Law(
+        family=first.family,
+        exposures=first.exposures,
+        arch=first.arch,
+        quant=first.quant,
+        points=pts,
+        models=models,
+        peak_R=peak.R,
+        peak_run=peak.name,
+        peak_per_n=dict(sorted(peak_per_n.items())),
+        R=law_r,
+        interval=interval,
+        interval_kind=kind,
+        per_replicate=per_rep,
+        slope=slope,
+    )
+
+
+def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]:
+    by_model: dict[tuple, list[Point]] = defaultdict(list)
+    for p in points:
+        by_model[(p.model, p.replicate)].append(p)
+    out = []
+    for (model, replicate), pts in sorted(by_model.items()):
+        top = max(pts, key=lambda p: p.bits)
+        # stored something, and was shown more than it stored (a model that stored nothing is
+        # untrained, not at capacity)
+        at_capacity = top.bits > 0 and any(p.data_bits * data_limited > top.bits for p in pts)
+        by_n = sorted(pts, key=lambda p: p.n)
+        plateau = None
+        if len({p.n for p in by_n}) >= 2:
+            plateau = by_n[-1].bits <= by_n[-2].bits * 1.05 and by_n[-2].fraction < data_limited
+        out.append(
+            ModelCapacity(
+                model=model,
+                replicate=replicate,
+                P=top.P,
+                bits=top.bits,
+                n_at_max=top.n,
+                at_capacity=at_capacity,
+                plateau=plateau,
+                datasets=len(pts),
+            )
+        )
+    return out
+
+
+def _law(models: list[ModelCapacity]):
+    cap = [m for m in models if m.at_capacity]
+    if not cap:
+        return None, None, None, {}, None
+    by_rep: dict[tuple, list[float]] = defaultdict(list)
+    for m in cap:
+        by_rep[m.replicate].append(m.R)
+    per_rep = {f"{a}/{b}": float(np.median(v)) for (a, b), v in sorted(by_rep.items())}
+    ratios = np.array([m.R for m in cap])
+    if len(per_rep) >= 2:
+        vals = list(per_rep.values())
+        r, interval, kind = float(np.mean(vals)), (min(vals), max(vals)), "seeds"
+    elif len(ratios) >= 3:
+        rng = np.random.default_rng(0)
+        boots = np.median(rng.choice(ratios, size=(1000, len(ratios)), replace=True), axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        r, interval, kind = float(np.median(ratios)), (float(lo), float(hi)), "bootstrap"
+    else:
+        r = float(np.median(ratios))
+        interval, kind = (float(ratios.min()), float(ratios.max())), "single"
+    slope = None
+    stored = [m for m in cap if m.bits > 0]  # log-log needs bits > 0
+    if len({m.P for m in stored}) >= 2:
+        sizes = np.log([m.P for m in stored])
+        slope = float(np.polyfit(sizes, np.log([m.bits for m in stored]), 1)[0])
+    return r, interval, kind, per_rep, slope
+
+
+def find(
+    laws: list[Law],
+    *,
+    family: str | None = None,
+    exposures: int | None = None,
+    arch: str | None = None,
+    quant: int | None = None,
+) -> Law | None:
+    """The law matching every given field (quant None matches unquantized only)."""
+    for law in laws:
+        if family is not None and law.family != family:
+            continue
+        if exposures is not None and law.exposures != exposures:
+            continue
+        if arch is not None and law.arch != arch:
+            continue
+        if law.quant != quant:
+            continue
+        return law
+    return None
+
+
+def capacity_of(law: Law | None) -> tuple[float | None, str]:
+    """The law's R when fitted, else its peak R (a lower bound); and which one it is."""
+    if law is None:
+        return None, "none"
+    if law.R is not None:
+        return law.R, "law"
+    return law.peak_R, "peak"
+
+
+def isfinite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)

@@ -1,0 +1,329 @@
+"""Sweep grids: a base run config plus `product` / `zip` blocks of dotted keys, expanded into runs.
+
+A grid file (YAML)::
+
+    name: law-lab                 # optional; the file's stem by default
+    description: free text        # optional; also `result:` and `scale:` (informational)
+    needs: [dataset.junk]         # optional: config fields this grid requires (see below)
+    base: ../base.yaml            # a run config: a path (relative to this file) or a mapping
+    set:                          # optional fixed overrides of the base
+      training.exposures: 1000
+    product:                      # every combination of these values ...
+      dataset.n: [100, 200, 400]
+      training.seed: [0, 1]
+    zip:                          # ... times each zip group, whose lists advance together
+      model.preset: [gpt2-2-1, gpt2-4-1]
+      model.overrides.d_model: [32, 48]
+    blocks:                       # optional: a union of sub-grids, each with its own
+      - set: {...}                #   set / product / zip (combined with the top-level ones)
+        product: {...}            #   and optional needs (an unmet block is skipped)
+
+`zip` is one group (a mapping) or a list of groups. A key may name a whole section
+(``model: "@../ablations/01-llama.yaml"``: a value ``@PATH`` is read from that YAML file);
+shallower keys are applied first, so ``model.preset`` then overrides that file's preset.
+
+Every point becomes a validated `RunConfig` whose ``name`` is derived from the rest of the
+config (``bios-n300-gpt2-2-1-d32-e1000-3fa2c1``), so a run's id -- ``config_hash`` of its full
+config, the id `kcap train` records too -- depends only on what the run does. Identical points are
+kept once.
+
+``needs`` lists config fields (``dataset.junk``) or field values (``dataset.kind=bior``) that
+this kcap must support: a grid whose needs are unmet is refused with a one-line error naming
+them, a block whose needs are unmet is skipped with a warning. Recipes for features that have
+not landed yet stay runnable the day they land.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kcap.errors import KcapError
+from kcap.experiments.store import config_hash
+from kcap.training.config import RunConfig, apply_overrides, parse_config
+
+__all__ = ["Grid", "GridPoint", "dataset_key", "expand", "load_grid", "parse_grid", "run_name"]
+
+_TOP_KEYS = {"name", "description", "result", "scale", "needs", "base", "set", "product", "zip"}
+_TOP_KEYS |= {"blocks"}
+_BLOCK_KEYS = {"name", "needs", "set", "product", "zip"}
+
+
+@dataclass
+class GridPoint:
+    """One run of a sweep: its validated config, id, and the grid coordinates that made it."""
+
+    config: RunConfig
+    run_id: str
+    coords: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class Grid:
+    """A parsed grid file; `expand` turns it into `GridPoint`s."""
+
+    name: str
+    base: dict
+    blocks: list[dict]
+    description: str = ""
+    result: int | None = None
+    scale: str | None = None
+    root: Path = field(default_factory=Path.cwd)
+    skipped: list[str] = field(default_factory=list)  # blocks skipped for unmet needs
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
+    """Read a grid file; ``overrides`` (``key.sub=value``) apply to its base config."""
+    path = Path(path)
+    if not path.is_file():
+        raise KcapError("GRID", f"no such file: {path}")
+    raw = _read_yaml(path, "GRID")
+    if not isinstance(raw, dict):
+        raise KcapError("GRID", f"{path} must hold a mapping (base, product, zip, ...)")
+    raw.setdefault("name", path.stem)
+    return parse_grid(raw, root=path.parent, overrides=overrides)
+
+
+def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None = None) -> Grid:
+    """Validate the structure of a grid mapping (values are validated when expanded)."""
+    root = Path(root)
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise KcapError("grid", f"unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    missing = _unmet(raw.get("needs", []), "needs")
+    if missing:
+        raise KcapError(
+            "grid.needs",
+            f"this grid needs {', '.join(missing)}, which this kcap does not support yet",
+        )
+    base = raw.get("base", {})
+    if isinstance(base, str):
+        base = _read_yaml(root / base, "grid.base")
+    if not isinstance(base, dict):
+        raise KcapError("grid.base", "must be a run config mapping or a path to one")
+    base = apply_overrides(copy.deepcopy(base), overrides or [])
+    top = {key: raw.get(key) for key in ("set", "product", "zip")}
+    blocks_raw = raw.get("blocks") or [{}]
+    if not isinstance(blocks_raw, list):
+        raise KcapError("grid.blocks", "must be a list of {set, product, zip} mappings")
+    blocks, skipped = [], []
+    for i, block in enumerate(blocks_raw):
+        where = f"grid.blocks[{i}]"
+        if not isinstance(block, dict) or set(block) - _BLOCK_KEYS:
+            raise KcapError(where, f"must be a mapping with keys among {sorted(_BLOCK_KEYS)}")
+        unmet = _unmet(block.get("needs", []), f"{where}.needs")
+        if unmet:
+            skipped.append(f"{block.get('name', where)} (needs {', '.join(unmet)})")
+            continue
+        blocks.append(
+            {
+                "set": {**_mapping(top["set"], "grid.set"), **_mapping(block.get("set"), where)},
+                "product": {
+                    **_mapping(top["product"], "grid.product"),
+                    **_mapping(block.get("product"), f"{where}.product"),
+                },
+                "zip": _zip_groups(top["zip"], "grid.zip")
+                + _zip_groups(block.get("zip"), f"{where}.zip"),
+            }
+        )
+    if not blocks:
+        raise KcapError("grid.blocks", f"every block was skipped: {'; '.join(skipped)}")
+    for block in blocks:
+        for key, values in block["product"].items():
+            if not isinstance(values, list) or not values:
+                raise KcapError(f"grid.product.{key}", "must be a non-empty list of values")
+    return Grid(
+        name=str(raw["name"]) if raw.get("name") else "sweep",
+        base=base,
+        blocks=blocks,
+        description=str(raw.get("description") or ""),
+        result=raw.get("result"),
+        scale=raw.get("scale"),
+        root=root,
+        skipped=skipped,
+    )
+
+
+def _read_yaml(path: Path, field_name: str) -> Any:
+    if not path.is_file():
+        raise KcapError(field_name, f"no such file: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise KcapError(
+            field_name, f"{path} is not valid YAML ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise KcapError(where, "must be a mapping of dotted keys to values")
+    return dict(value)
+
+
+def _zip_groups(value: Any, where: str) -> list[dict]:
+    if value is None:
+        return []
+    groups = value if isinstance(value, list) else [value]
+    out = []
+    for i, group in enumerate(groups):
+        w = f"{where}[{i}]" if isinstance(value, list) else where
+        if not isinstance(group, dict) or not group:
+            raise KcapError(w, "must be a mapping of dotted keys to equal-length lists")
+        lengths = {k: len(v) if isinstance(v, list) else -1 for k, v in group.items()}
+        if -1 in lengths.values() or len(set(lengths.values())) != 1 or 0 in lengths.values():
+            raise KcapError(w, f"zipped keys need non-empty lists of equal length; got {lengths}")
+        out.append(group)
+    return out
+
+
+# ------------------------------------------------------------------------------ needs
+
+
+def _unmet(needs: Any, where: str) -> list[str]:
+    """The entries of ``needs`` that the RunConfig schema does not support."""
+    if isinstance(needs, str):
+        needs = [needs]
+    if not isinstance(needs, list):
+        raise KcapError(where, "must be a list of config fields (dataset.junk, dataset.kind=bior)")
+    return [need for need in needs if not _supported(str(need))]
+
+
+def _supported(need: str) -> bool:
+    path, _, value = need.partition("=")
+    model: type[BaseModel] | None = RunConfig
+    annotation: Any = None
+    for part in path.strip().split("."):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = _model_in(annotation)
+    if not value:
+        return True
+    return value.strip() in _literal_values(annotation)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _literal_values(annotation: Any) -> set[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return {str(a) for a in typing.get_args(annotation)}
+    out: set[str] = set()
+    for arg in typing.get_args(annotation):
+        out |= _literal_values(arg)
+    return out
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def expand(grid: Grid) -> list[GridPoint]:
+    """Every point of every block, validated, in file order, duplicates removed."""
+    points: list[GridPoint] = []
+    seen: set[str] = set()
+    for block in grid.blocks:
+        axes: list[list[dict]] = [
+            [{key: v} for v in values] for key, values in block["product"].items()
+        ]
+        for group in block["zip"]:
+            keys = list(group)
+            axes.append(
+                [dict(zip(keys, vals, strict=True)) for vals in zip(*group.values(), strict=True)]
+            )
+        for combo in itertools.product(*axes):
+            coords = {k: v for part in combo for k, v in part.items()}
+            raw = copy.deepcopy(grid.base)
+            for key, value in sorted(
+                {**block["set"], **coords}.items(), key=lambda kv: kv[0].count(".")
+            ):
+                _set_dotted(raw, key, _resolve(value, grid.root))
+            cfg = _validate(raw, coords)
+            run_id = _hash(cfg)
+            if run_id not in seen:
+                seen.add(run_id)
+                points.append(GridPoint(cfg, run_id, coords))
+    return points
+
+
+def _validate(raw: dict, coords: dict) -> RunConfig:
+    raw = dict(raw)
+    raw["name"] = "run"  # placeholder: the real name is derived from the validated config
+    try:
+        cfg = parse_config(raw)
+    except KcapError as e:
+        where = ", ".join(f"{k}={v}" for k, v in coords.items()) or "the base config"
+        raise KcapError(e.field, f"{str(e).split(': ', 1)[1]} (at {where})") from None
+    return cfg.model_copy(update={"name": run_name(cfg)})
+
+
+def _resolve(value: Any, root: Path) -> Any:
+    if isinstance(value, str) and value.startswith("@"):
+        return _read_yaml(root / value[1:], "grid")
+    return copy.deepcopy(value)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise KcapError(f"grid.{key}", f"{part} is not a config section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _hash(cfg: RunConfig) -> str:
+    return config_hash(cfg.model_dump())
+
+
+# ------------------------------------------------------------------------------ naming
+
+
+def run_name(cfg: RunConfig) -> str:
+    """A readable name that is a function of the config without its name (so of the run)."""
+    body = cfg.model_dump()
+    body.pop("name", None)
+    d, m, t = cfg.dataset, cfg.model, cfg.training
+    if d.path is not None:
+        data = "data"
+    elif d.kind == "bios":
+        data = "bios" + ("" if d.variant == "online" else f"-{d.variant}") + f"-n{d.n}"
+    else:
+        data = f"biod-n{d.n}-k{d.k}c{d.c}d{d.d}l{d.l}t{d.t}"
+    width = m.overrides.get("d_model")
+    model = (
+        m.preset + (f"-d{width}" if width else "") + ("+" if set(m.overrides) - {"d_model"} else "")
+    )
+    return f"{data}-{model}-e{t.exposures}-{config_hash(body)[:6]}"
+
+
+def dataset_key(cfg: RunConfig) -> str | None:
+    """The id of a generated dataset (runs with equal keys share it); None for ``dataset.path``."""
+    if cfg.dataset.path is not None:
+        return None
+    return config_hash(cfg.dataset.model_dump(exclude={"path"}))

@@ -1,0 +1,487 @@
+"""`kcap report`: a static HTML page and its markdown twin, from the results store.
+
+What it shows: the twelve results of SPEC §7 (the paper's claim, our figure, the scale, a verdict
+with the numbers), the table of fitted laws, and the figures -- per group a Figure-1-style plot
+(bits stored against P, log-log, one series per N, the 2·P and 1·P lines and the fitted law),
+capacity by architecture, bits over training, and the bioD per-component bars. Every figure is
+written as PNG and SVG under ``figures/``; the page references them relatively, so the folder
+opens from disk with no server and no network. A few lines of inline script mark figures that
+failed to load (and let a headless browser count them).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from kcap.experiments.analysis import Law, Point, analyse, describe_scale, load_points
+from kcap.experiments.paper import evaluate_all
+from kcap.experiments.store import ResultsStore
+
+__all__ = ["Figure", "write_report"]
+
+FIGURES = "figures"
+_FORMATS = ("png", "svg")
+
+
+@dataclass
+class Figure:
+    slug: str
+    title: str
+    caption: str
+    placeholder: bool = False
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _save(fig, out: Path, slug: str) -> None:
+    for fmt in _FORMATS:
+        fig.savefig(out / f"{slug}.{fmt}", dpi=120 if fmt == "png" else None)
+    plt.close(fig)
+
+
+def _placeholder(out: Path, slug: str, title: str, text: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="0.4", wrap=True)
+    ax.set_axis_off()
+    ax.set_title(title)
+    _save(fig, out, slug)
+    return Figure(slug, title, text, placeholder=True)
+
+
+def _capacity_figure(out: Path, law: Law) -> Figure:
+    """Figure 1 of the paper: bits stored vs P (log-log), one series per N, 2·P and 1·P."""
+    slug = f"capacity-{law.slug}"
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    by_n: dict[int, list[Point]] = defaultdict(list)
+    for p in law.points:
+        by_n[p.n].append(p)
+    colors = plt.cm.viridis(np.linspace(0.05, 0.9, max(1, len(by_n))))
+    ps = [p.P for p in law.points]
+    for color, (n, pts) in zip(colors, sorted(by_n.items()), strict=True):
+        pts = sorted(pts, key=lambda p: p.P)
+        ax.plot(
+            [p.P for p in pts],
+            [p.bits for p in pts],
+            "o-",
+            color=color,
+            ms=4,
+            lw=1,
+            label=f"N={n:,}",
+        )
+        ax.axhline(pts[0].data_bits, color=color, lw=0.6, ls=":", alpha=0.7)
+    x = np.geomspace(min(ps) / 1.5, max(ps) * 1.5, 50)
+    ax.plot(x, 2 * x, "k--", lw=1, label="2 bits/param")
+    ax.plot(x, x, "k-.", lw=1, alpha=0.6, label="1 bit/param")
+    if law.R is not None:
+        ax.plot(x, law.R * x, color="tab:red", lw=1.2, label=f"fit: {law.R:.2f} bits/param")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="P (counted parameters)", ylabel="bits of knowledge stored", title=law.label)
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out, slug)
+    zero = sum(p.bits <= 0 for p in law.points)
+    caption = (
+        f"Bits stored against P for {law.label} ({describe_scale(law.points)}); dotted: the "
+        f"data's bits for each N; peak R {law.peak_R:.2f}"
+        + (f", fitted R {law.R:.2f}" if law.R is not None else ", no model reached capacity")
+        + (f"; {zero} runs stored 0 bits (off the log axes)" if zero else "")
+    )
+    return Figure(slug, f"Capacity: {law.label}", caption)
+
+
+def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
+    slug = f"architectures-e{exposures}"
+    fams = [law for law in laws if law.exposures == exposures and law.quant is None]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(fams) + 2), 3.8))
+    labels, values, lows, highs, hatches = [], [], [], [], []
+    for law in fams:
+        labels.append(f"{law.arch}\n{law.family}")
+        if law.R is not None:
+            lo, hi = law.interval or (law.R, law.R)
+            values.append(law.R)
+            lows.append(law.R - lo)
+            highs.append(hi - law.R)
+            hatches.append("")
+        else:
+            values.append(law.peak_R)
+            lows.append(0)
+            highs.append(0)
+            hatches.append("//")
+    bars = ax.bar(
+        range(len(values)), values, yerr=[lows, highs], capsize=3, color="tab:blue", alpha=0.8
+    )
+    for bar, hatch in zip(bars, hatches, strict=True):
+        bar.set_hatch(hatch)
+    ax.axhline(2, color="k", ls="--", lw=1)
+    ax.axhline(1, color="k", ls="-.", lw=1, alpha=0.6)
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set(ylabel="bits / parameter", title=f"Capacity by architecture, {exposures} exposures")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out, slug)
+    return Figure(
+        slug,
+        f"Architectures, {exposures} exposures",
+        "Fitted R with its interval; hatched bars are peak R where no model reached capacity. "
+        "Dashed: 2 bits/param; dash-dot: 1.",
+    )
+
+
+def _training_figure(out: Path, laws: list[Law]) -> Figure | None:
+    runs = [p for law in laws for p in law.points if p.history]
+    if not runs:
+        return None
+    slug = "training"
+    runs = sorted(runs, key=lambda p: (p.family, p.exposures, p.P, p.n))[:24]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.cm.plasma(np.linspace(0.05, 0.85, len(runs)))
+    for color, p in zip(colors, runs, strict=True):
+        final = max(h["step"] for h in p.history)
+        xs = [h["step"] / final * p.exposures for h in p.history]
+        ys = [h["bits"] / p.data_bits for h in p.history]
+        ax.plot(
+            xs,
+            ys,
+            "-",
+            marker=".",
+            color=color,
+            lw=1,
+            label=f"{p.arch} P={p.P / 1e3:.0f}k N={p.n:,}",
+        )
+    ax.set(
+        xlabel="exposures seen",
+        ylabel="fraction of the data's bits stored",
+        title="Knowledge over training",
+        ylim=(0, 1.05),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out, slug)
+    return Figure(
+        slug,
+        "Bits over training",
+        "In-training measurements (a subset of people), as a fraction of the data's "
+        "bits, against exposures seen.",
+    )
+
+
+def _components_figure(out: Path, points: list[Point]) -> Figure | None:
+    biod = sorted([p for p in points if p.family.startswith("bioD")], key=lambda p: (p.n, p.P))
+    if not biod:
+        return None
+    biod = biod[:30]
+    slug = "components"
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(biod) + 2), 4))
+    x = np.arange(len(biod))
+    bottom = np.zeros(len(biod))
+    for comp, color in (("name", "tab:orange"), ("value", "tab:blue"), ("diversity", "tab:green")):
+        vals = np.array([p.components.get(comp, 0.0) for p in biod])
+        ax.bar(x, vals, bottom=bottom, color=color, label=f"{comp} (stored)")
+        bottom += vals
+    ax.scatter(
+        x, [p.data_bits for p in biod], marker="_", s=200, color="k", label="data bits", zorder=3
+    )
+    ax.set_xticks(x, [f"N={p.n}\nP={p.P / 1e3:.0f}k" for p in biod], fontsize=6)
+    ax.set(ylabel="bits", title="bioD: bits stored by component")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out, slug)
+    return Figure(
+        slug,
+        "bioD components",
+        "Name, value and diversity bits stored by each bioD run (paper Figure 13); "
+        "black ticks: the data's total bits.",
+    )
+
+
+def make_figures(out: Path, laws: list[Law], points: list[Point]) -> list[Figure]:
+    """Every figure of the report (placeholders where there is nothing to plot yet)."""
+    out.mkdir(parents=True, exist_ok=True)
+    figs: list[Figure] = [_capacity_figure(out, law) for law in laws]
+    if not laws:
+        figs.append(_placeholder(out, "capacity", "Capacity", "no finished runs yet"))
+    exposures = sorted({law.exposures for law in laws}, reverse=True)
+    figs += [_architecture_figure(out, laws, e) for e in exposures]
+    if not exposures:
+        figs.append(_placeholder(out, "architectures", "Architectures", "no finished runs yet"))
+    figs.append(
+        _training_figure(out, laws)
+        or _placeholder(
+            out,
+            "training",
+            "Bits over training",
+            "no in-training measurements (set measurement.every)",
+        )
+    )
+    figs.append(
+        _components_figure(out, points)
+        or _placeholder(out, "components", "bioD components", "no bioD runs yet")
+    )
+    return figs
+
+
+# ------------------------------------------------------------------------------ page
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222}
+table{border-collapse:collapse;width:100%;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;white-space:nowrap}
+.verdict{font-weight:600;white-space:nowrap}
+.v-reproduced{color:#11723a}.v-partly{color:#a06800}.v-not-reproduced{color:#b3261e}
+.v-inconclusive{color:#555}.v-not-yet-measured{color:#888}
+figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:13px;color:#444} .missing{color:#b3261e;font-weight:600}
+small,.detail{color:#555;font-size:12px}
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.querySelectorAll('figure img'));
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-figures', imgs.length);
+  document.body.setAttribute('data-figures-loaded', ok.length);
+  imgs.forEach(function (i) {
+    if (!(i.complete && i.naturalWidth > 0)) {
+      var p = document.createElement('p');
+      p.className = 'missing';
+      p.textContent = 'figure missing: ' + i.getAttribute('src');
+      i.parentNode.insertBefore(p, i.nextSibling);
+    }
+  });
+});
+"""
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _law_cells(law: Law) -> list[str]:
+    r = "—" if law.R is None else f"{law.R:.3f}"
+    iv = "—" if law.interval is None else f"[{law.interval[0]:.3f}, {law.interval[1]:.3f}]"
+    return [
+        law.family,
+        str(law.exposures),
+        law.arch + (f" int{law.quant}" if law.quant else ""),
+        str(len(law.points)),
+        f"{law.n_at_capacity}/{len(law.models)}",
+        f"{law.peak_R:.3f}",
+        r,
+        iv + (f" ({law.interval_kind})" if law.interval_kind else ""),
+        "—" if law.slope is None else f"{law.slope:.2f}",
+        describe_scale(law.points),
+    ]
+
+
+_LAW_HEAD = [
+    "family",
+    "exposures",
+    "architecture",
+    "runs",
+    "models at capacity",
+    "peak R",
+    "R (law)",
+    "interval",
+    "log-log slope",
+    "scale",
+]
+
+
+def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report") -> Path:
+    """Write ``out/index.html``, ``out/report.md`` and ``out/figures/``; return the HTML path."""
+    out = Path(out)
+    figdir = out / FIGURES
+    figdir.mkdir(parents=True, exist_ok=True)
+    points = load_points(db)
+    laws = analyse(points)
+    findings = evaluate_all(laws)
+    figures = make_figures(figdir, laws, points)
+    slugs = {f.slug for f in figures}
+    status = _status_counts(db)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, points)
+    _write_markdown(out, title, stamp, db, status, findings, laws, figures, slugs, points)
+    return out / "index.html"
+
+
+def _status_counts(db: str | Path) -> dict[str, int]:
+    if not Path(db).is_file():
+        return {}
+    with ResultsStore(db) as store:
+        counts: dict[str, int] = defaultdict(int)
+        for rec in store.list_runs():
+            counts[rec.status] += 1
+    return dict(counts)
+
+
+def _verdict_class(verdict: str) -> str:
+    return "v-" + verdict.replace(" ", "-")
+
+
+def _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, points) -> None:
+    h = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "no runs"
+    h.append(
+        f"<p>Results store <code>{_e(db)}</code>: {_e(counts)}. Generated {stamp}. "
+        "Re-creating Allen-Zhu &amp; Li, <i>Physics of Language Models 3.3: Knowledge "
+        "Capacity Scaling Laws</i>.</p>"
+    )
+    h.append('<h2 id="results">The twelve results</h2>')
+    h.append(
+        '<table id="results-table"><thead><tr><th>#</th><th>the paper\'s claim</th>'
+        "<th>our figure</th><th>scale</th><th>verdict</th></tr></thead><tbody>"
+    )
+    for claim, f in findings:
+        fig = f'<br><a href="#fig-{_e(f.figure)}">figure</a>' if f.figure in slugs else ""
+        h.append(
+            f'<tr data-result="{claim.id}"><td class="num">{claim.id}</td>'
+            f"<td><b>{_e(claim.title)}</b>: {_e(claim.claim)} <small>({_e(claim.figure)}; "
+            f"recipe <code>configs/recipes/{_e(claim.recipe)}-*.yaml</code>)</small></td>"
+            f"<td>{_e(f.measured)}{fig}</td><td>{_e(f.scale)}</td>"
+            f'<td><span class="verdict {_verdict_class(f.verdict)}">{_e(f.verdict)}</span>'
+            f'<div class="detail">{_e(f.detail)}</div></td></tr>'
+        )
+    h.append("</tbody></table>")
+    h.append('<h2 id="laws">Capacity laws</h2>')
+    if laws:
+        h.append(
+            '<table id="laws-table"><thead><tr>'
+            + "".join(f"<th>{_e(c)}</th>" for c in _LAW_HEAD)
+            + "</tr></thead><tbody>"
+        )
+        for law in laws:
+            cells = _law_cells(law)
+            h.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{_e(c)}</td>'
+                    if i in (1, 3, 4, 5, 6, 8)
+                    else f"<td>{_e(c)}</td>"
+                    for i, c in enumerate(cells)
+                )
+                + "</tr>"
+            )
+        h.append("</tbody></table>")
+    else:
+        h.append(
+            "<p>No finished runs yet: run <code>kcap sweep</code> with a recipe from "
+            "<code>configs/recipes/</code>.</p>"
+        )
+    h.append('<h2 id="figures">Figures</h2>')
+    for fig in figures:
+        h.append(
+            f'<figure id="fig-{_e(fig.slug)}" data-figure="{_e(fig.slug)}">'
+            f'<img src="{FIGURES}/{_e(fig.slug)}.svg" alt="{_e(fig.title)}">'
+            f"<figcaption><b>{_e(fig.title)}.</b> {_e(fig.caption)} "
+            f'(<a href="{FIGURES}/{_e(fig.slug)}.png">PNG</a>, '
+            f'<a href="{FIGURES}/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
+        )
+    h.append('<h2 id="runs">Runs</h2>')
+    if points:
+        h.append(
+            f"<details><summary>{len(points)} finished runs</summary>"
+            "<table><thead><tr><th>name</th><th>family</th><th>exposures</th><th>arch</th>"
+            "<th>N</th><th>P</th><th>bits</th><th>R</th><th>R_max</th><th>recall</th>"
+            "</tr></thead><tbody>"
+        )
+        for p in sorted(points, key=lambda p: (p.family, p.exposures, p.arch, p.n, p.P)):
+            h.append(
+                f"<tr><td><code>{_e(p.name)}</code></td><td>{_e(p.family)}</td>"
+                f'<td class="num">{p.exposures}</td><td>{_e(p.arch)}</td>'
+                f'<td class="num">{p.n:,}</td><td class="num">{p.P:,}</td>'
+                f'<td class="num">{p.bits:,.0f}</td><td class="num">{p.R:.3f}</td>'
+                f'<td class="num">{p.R_max:.3f}</td><td class="num">{p.recall:.1%}</td></tr>'
+            )
+        h.append("</tbody></table></details>")
+    else:
+        h.append("<p>none</p>")
+    h.append('<h2 id="method">Method</h2>')
+    h.append(f"<p>{_e(_METHOD)}</p>")
+    h.append("</body></html>")
+    (out / "index.html").write_text("\n".join(h) + "\n")
+
+
+_METHOD = (
+    "Bits are the paper's lower bound (Definitions 4.1/4.3) from summed span losses; P counts "
+    "every parameter once except embedding rows of tokens the data never uses. Runs are grouped "
+    "by dataset family, exposures and architecture; runs differing only in learning rate, batch "
+    "or weight decay keep the best. Peak R is the largest bits/P of any run. A model is at "
+    "capacity when some dataset it was trained on held more than 1/0.9 times the most bits it "
+    "stored; the law's R is the median of capacity/P over those models, with the range over "
+    "seeds (two or more) or a 95% bootstrap over models (one seed) as its interval. Verdicts: "
+    "'reproduced' when every check holds, 'not reproduced' when a main check fails, 'partly' "
+    "when only a secondary check fails; '≥ 2' passes at 1.9 and '≤ 2.3' at 2.4."
+)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+def _write_markdown(out, title, stamp, db, status, findings, laws, figures, slugs, points) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "no runs"
+    md = [
+        f"# {title}",
+        "",
+        f"Results store `{db}`: {counts}. Generated {stamp}.",
+        "",
+        "## The twelve results",
+        "",
+        _md_row(["#", "the paper's claim", "our figure", "scale", "verdict"]),
+        _md_row(["---"] * 5),
+    ]
+    for claim, f in findings:
+        md.append(
+            _md_row(
+                [
+                    str(claim.id),
+                    f"**{claim.title}**: {claim.claim} ({claim.figure})",
+                    f.measured,
+                    f.scale,
+                    f"**{f.verdict}** — {f.detail}",
+                ]
+            )
+        )
+    md += ["", "## Capacity laws", ""]
+    if laws:
+        md += [_md_row(_LAW_HEAD), _md_row(["---"] * len(_LAW_HEAD))]
+        md += [_md_row(_law_cells(law)) for law in laws]
+    else:
+        md.append("No finished runs yet.")
+    md += ["", "## Figures", ""]
+    for fig in figures:
+        md += [
+            f"### {fig.title}",
+            "",
+            f"![{fig.title}]({FIGURES}/{fig.slug}.png)",
+            "",
+            fig.caption,
+            "",
+        ]
+    md += ["## Method", "", _METHOD, ""]
+    (out / "report.md").write_text("\n".join(md))

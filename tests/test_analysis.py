@@ -1,0 +1,83 @@
+"""The capacity fit: recovers a known law from synthetic runs; labels; best-of; data limits."""
+
+import pytest
+import yaml
+
+import synthetic_runs as syn
+from kcap.experiments.analysis import analyse, arch_label, family_label, find, load_points
+from kcap.experiments.store import ResultsStore
+
+
+def test_fit_recovers_a_known_R_with_a_bootstrap_interval(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.law_grid(store, 1.7, noise=0.03)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    assert law.key == ("bioS", 1000, "gpt2", None)
+    assert pytest.approx(1.7, rel=0.03) == law.R
+    lo, hi = law.interval
+    assert law.interval_kind == "bootstrap" and lo <= law.R <= hi and hi - lo < 0.2
+    assert law.slope == pytest.approx(1.0, abs=0.05)
+    assert law.peak_R == pytest.approx(max(p.R for p in law.points))
+    # every size met a dataset bigger than it could hold except the largest (N <= 3200 people)
+    at_cap = {m.P for m in law.models if m.at_capacity}
+    assert at_cap == set(syn.SIZES[:-1])
+
+
+def test_interval_over_seeds(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.law_grid(store, 1.2, seeds=(0, 1, 2), noise=0.05)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    assert law.interval_kind == "seeds" and len(law.per_replicate) == 3
+    assert law.interval[0] == min(law.per_replicate.values())
+    assert law.interval[1] == max(law.per_replicate.values())
+    assert pytest.approx(1.2, rel=0.05) == law.R
+
+
+def test_data_limited_models_give_no_law_and_best_lr_wins(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n in (100, 200):  # 6-13k bits of data, far below 2 bits x 160k params
+            syn.record(store, n=n, P=160_000, R=2.0)
+        # two learning rates of the same model and data: only the better one counts
+        syn.record(store, n=3200, P=20_000, R=1.0, lr=1e-3, exposures=100)
+        syn.record(store, n=3200, P=20_000, R=1.5, lr=3e-3, exposures=100)
+    laws = analyse(load_points(tmp_path / "r.db"))
+    limited = find(laws, exposures=1000)
+    assert limited.R is None and limited.n_at_capacity == 0
+    best = find(laws, exposures=100)
+    assert len(best.points) == 1 and pytest.approx(1.5) == best.R
+
+
+def test_architecture_labels_ignore_size_and_name_the_paper_variants():
+    assert arch_label("gpt2-2-1", {"d_model": 32}) == "gpt2"
+    assert arch_label("gpt2-4-4", {"mlp_ratio": 1}) == "gpt2-quarter-mlp"
+    assert arch_label("gpt2-4-4", {"mlp_ratio": 0}) == "gpt2-no-mlp"
+    assert arch_label("llama-2-2", {"mlp_ratio": 8 / 3}) == "llama"  # the preset's own value
+    assert arch_label("mistral-4-4") == "mistral"
+    assert arch_label("gpt2-2-2-moe32") == "gpt2-moe32"
+    assert arch_label("gpt2-2-2", {"rotary_fraction": 1.0}) == "gpt2[rotary_fraction=1.0]"
+    names = {
+        "01-llama": "llama",
+        "02-llama-tied": "llama-tied",
+        "03-llama-tied-standard-mlp": "llama-tied-standard-mlp",
+        "04-llama-tied-standard-mlp-gelu": "llama-tied-standard-mlp-gelu",
+        "05-llama-tied-standard-mlp-gelu-layernorm-bias": (
+            "llama-tied-standard-mlp-gelu-layernorm-bias"
+        ),
+        "gpt2-no-mlp": "gpt2-no-mlp",
+        "gpt2-quarter-mlp": "gpt2-quarter-mlp",
+    }
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "configs" / "ablations"
+    for stem, label in names.items():
+        spec = yaml.safe_load((root / f"{stem}.yaml").read_text())
+        assert arch_label(spec["preset"], {**spec["overrides"], "d_model": 64}) == label
+
+
+def test_family_labels():
+    assert family_label({"kind": "bios", "variant": "online"}) == "bioS"
+    assert family_label({"kind": "bios", "variant": "simple"}) == "bioS-simple"
+    assert family_label({"kind": "biod"}) == "bioD"
+    junk = {"kind": "junk", "junk": "random", "ratio": 7}
+    assert family_label(junk) == "bioS+random-junk-7:1"
+    assert family_label({**junk, "domain": "useful"}) == "bioS+random-junk-7:1+domain-token"

@@ -1,0 +1,123 @@
+"""Grid expansion: product and zip over dotted keys, blocks, file values, needs, naming."""
+
+import pytest
+import yaml
+
+from kcap.errors import KcapError
+from kcap.experiments.grid import dataset_key, expand, load_grid, parse_grid
+from kcap.experiments.store import config_hash
+
+BASE = {
+    "dataset": {"kind": "bios", "n": 50, "vocab": 600},
+    "model": {"preset": "gpt2-1-1", "overrides": {"d_model": 32}},
+    "training": {"exposures": 3, "batch_size": 2, "window": 64},
+}
+
+
+def _points(**grid):
+    return expand(parse_grid({"base": BASE, **grid}))
+
+
+def test_product_is_every_combination_in_order():
+    points = _points(product={"dataset.n": [50, 100], "training.seed": [0, 1, 2]})
+    assert len(points) == 6
+    assert [(p.config.dataset.n, p.config.training.seed) for p in points] == [
+        (50, 0),
+        (50, 1),
+        (50, 2),
+        (100, 0),
+        (100, 1),
+        (100, 2),
+    ]
+    assert points[4].coords == {"dataset.n": 100, "training.seed": 1}
+
+
+def test_zip_advances_together_and_multiplies_with_product():
+    points = _points(
+        product={"training.seed": [0, 1]},
+        zip={"model.preset": ["gpt2-1-1", "gpt2-2-1"], "model.overrides.d_model": [16, 48]},
+    )
+    assert len(points) == 4
+    shapes = {(p.config.model.preset, p.config.model.overrides["d_model"]) for p in points}
+    assert shapes == {("gpt2-1-1", 16), ("gpt2-2-1", 48)}
+    # two zip groups are two independent axes
+    points = _points(zip=[{"dataset.n": [50, 60]}, {"training.lr": [1e-3, 2e-3, 3e-3]}])
+    assert len(points) == 6
+
+
+def test_zip_lists_must_have_equal_lengths():
+    with pytest.raises(KcapError, match="equal length"):
+        _points(zip={"dataset.n": [50, 60], "training.seed": [0]})
+
+
+def test_run_id_is_the_hash_of_the_full_config_and_names_are_derived():
+    a, b = _points(product={"dataset.n": [50, 100]})
+    assert a.run_id == config_hash(a.config.model_dump())  # the id `kcap train` records
+    assert a.name.startswith("bios-n50-gpt2-1-1-d32-e3-")
+    assert a.run_id != b.run_id
+    # the same point in another grid (another name, other coordinates) has the same id
+    (c,) = expand(parse_grid({"name": "other", "base": BASE}))
+    assert c.run_id == a.run_id and c.name == a.name
+
+
+def test_duplicates_are_kept_once_and_blocks_are_a_union():
+    points = _points(
+        blocks=[
+            {"product": {"dataset.n": [50, 100]}},
+            {"product": {"dataset.n": [100, 200]}, "set": {"training.seed": 0}},
+        ]
+    )
+    assert [p.config.dataset.n for p in points] == [50, 100, 200]
+
+
+def test_set_and_base_from_files_and_section_values(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "llama.yaml").write_text(
+        yaml.safe_dump({"preset": "llama-4-4", "overrides": {"tied": True}})
+    )
+    (tmp_path / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": "base.yaml",
+                "set": {"training.exposures": 7},
+                "product": {"model": ["@llama.yaml"]},
+                "zip": {"model.preset": ["llama-1-1"], "model.overrides.d_model": [32]},
+            }
+        )
+    )
+    grid = load_grid(tmp_path / "grid.yaml", ["training.lr=0.005"])
+    assert grid.name == "grid"
+    (p,) = expand(grid)
+    # the whole section comes from the file; deeper keys then override parts of it
+    assert p.config.model.preset == "llama-1-1"
+    assert p.config.model.overrides == {"tied": True, "d_model": 32}
+    assert p.config.training.exposures == 7 and p.config.training.lr == 0.005
+
+
+def test_invalid_points_name_their_coordinates():
+    with pytest.raises(KcapError, match=r"training.lr.*training.lr=-1"):
+        _points(product={"training.lr": [1e-3, -1]})
+    with pytest.raises(KcapError, match="unknown keys"):
+        parse_grid({"base": BASE, "prodcut": {}})
+
+
+def test_needs_refuse_a_grid_and_skip_a_block():
+    with pytest.raises(KcapError, match=r"dataset\.teleport"):
+        parse_grid({"base": BASE, "needs": ["dataset.teleport"]})
+    with pytest.raises(KcapError, match=r"dataset\.kind=telepathy"):
+        parse_grid({"base": BASE, "needs": ["dataset.kind=telepathy"]})
+    assert parse_grid({"base": BASE, "needs": ["dataset.kind=biod", "training.exposures"]})
+    grid = parse_grid(
+        {
+            "base": BASE,
+            "blocks": [{"product": {"dataset.n": [50]}}, {"needs": ["model.teleport"], "set": {}}],
+        }
+    )
+    assert len(expand(grid)) == 1 and "model.teleport" in grid.skipped[0]
+
+
+def test_runs_sharing_a_dataset_spec_share_a_dataset_key():
+    a, b, c = _points(product={"training.seed": [0, 1]}, blocks=[{}, {"set": {"dataset.n": 60}}])[
+        :3
+    ]
+    assert dataset_key(a.config) == dataset_key(b.config) != dataset_key(c.config)

@@ -1,0 +1,102 @@
+"""The report: every result row and every figure, in HTML and markdown, rendered by Chromium."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+import synthetic_runs as syn
+from kcap.cli.main import app
+from kcap.experiments.paper import CLAIMS
+from kcap.experiments.report import write_report
+from kcap.experiments.store import ResultsStore
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    syn.full_store(tmp / "r.db")
+    write_report(tmp / "r.db", tmp / "out")
+    return tmp / "out"
+
+
+def _figures(html: str) -> list[str]:
+    return re.findall(r'data-figure="([^"]+)"', html)
+
+
+def test_every_result_row_and_every_figure(report_dir):
+    html = (report_dir / "index.html").read_text()
+    md = (report_dir / "report.md").read_text()
+    assert re.findall(r'data-result="(\d+)"', html) == [str(c.id) for c in CLAIMS]
+    for claim in CLAIMS:
+        assert claim.title in html and f"| {claim.id} | **{claim.title}**" in md
+    figures = _figures(html)
+    expected = {
+        "capacity-bios-e1000-gpt2",
+        "capacity-bios-e100-gpt2",
+        "capacity-bios-e100-llama",
+        "capacity-bios-e100-gpt2-no-mlp",
+        "capacity-bios-simple-e1000-gpt2",
+        "capacity-biod-e1000-gpt2",
+        "architectures-e1000",
+        "architectures-e100",
+        "training",
+        "components",
+    }
+    assert set(figures) == expected
+    for slug in figures:
+        for fmt in ("png", "svg"):
+            assert (report_dir / "figures" / f"{slug}.{fmt}").stat().st_size > 1000
+        assert f"figures/{slug}.svg" in html and f"figures/{slug}.png" in md
+    # no network: nothing is loaded from anywhere but the folder itself
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)
+
+
+def test_verdicts_carry_numbers(report_dir):
+    html = (report_dir / "index.html").read_text()
+    row1 = html.split('data-result="1"')[1].split("</tr>")[0]
+    assert "reproduced" in row1 and "2.1" in row1  # the synthetic law is R = 2.1
+    row9 = html.split('data-result="9"')[1].split("</tr>")[0]
+    assert "not yet measured" in row9
+
+
+def test_empty_store_reports_not_yet_measured(tmp_path):
+    with ResultsStore(tmp_path / "r.db"):
+        pass
+    out = CliRunner().invoke(app, ["report", str(tmp_path / "r.db"), "--out", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    html = (tmp_path / "o" / "index.html").read_text()
+    assert html.count(">not yet measured<") == len(CLAIMS)
+    assert set(_figures(html)) == {"capacity", "architectures", "training", "components"}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_page_renders_in_headless_chromium(report_dir, tmp_path):
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (report_dir / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    n = len(_figures((report_dir / "index.html").read_text()))
+    assert f'data-figures="{n}"' in dom and f'data-figures-loaded="{n}"' in dom, dom[:500]
+    assert 'class="missing"' not in dom
+    assert len(re.findall(r'<tr data-result="\d+"', dom)) == len(CLAIMS)
