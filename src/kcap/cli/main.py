@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from kcap import __version__
 from kcap.cli import data as data_cmd
 from kcap.cli import demo as demo_cmd
+from kcap.cli import export as export_cmd
 from kcap.cli import model as model_cmd
 from kcap.cli import plan as plan_cmd
 from kcap.cli import report as report_cmd
@@ -64,6 +65,7 @@ app.command("measure", help="Measure the knowledge a trained run stores.")(train
 app.command("demo", help="The embedded default: a small end-to-end study on the CPU.")(
     demo_cmd.demo
 )
+app.command("export", help="Export a run as a Hugging Face checkpoint.")(export_cmd.export)
 app.command("sweep", help="Run a grid of configs, resumably, locally or on Ray.")(sweep_cmd.sweep)
 app.command("report", help="Plots and tables: the laws and the twelve results.")(report_cmd.report)
 app.command("plan", help="Parameters needed to store some knowledge.")(plan_cmd.plan_cmd)
