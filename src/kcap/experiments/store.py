@@ -361,6 +361,20 @@ class ResultsStore:
         sets = {"status": "failed", "error": error}
         self._write(lambda conn: self._update(conn, run_id, sets))
 
+    def fail_if_unchanged(self, run_id: str, updated_at: float, error: str) -> bool:
+        """Atomically mark a running row failed if nobody touched it since ``updated_at`` (a
+        sweep reclaiming a run whose worker died); True when this call marked it."""
+
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE runs SET status = 'failed', error = ?, updated_at = ? "
+                "WHERE run_id = ? AND status = 'running' AND updated_at = ?",
+                (error, time.time(), run_id, updated_at),
+            )
+            return cur.rowcount == 1
+
+        return self._write(body)
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord | None:

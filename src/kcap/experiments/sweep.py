@@ -136,17 +136,10 @@ def _try_claim(store: ResultsStore, point: GridPoint, run_dir: Path, opts: Sweep
 
 
 def _mark_stale(store: ResultsStore, rec: RunRecord) -> bool:
-    """Atomically mark a running row failed (interrupted) if nobody touched it since we read it."""
-
-    def body(conn) -> bool:
-        cur = conn.execute(
-            "UPDATE runs SET status = 'failed', error = ?, updated_at = ? "
-            "WHERE run_id = ? AND status = 'running' AND updated_at = ?",
-            (f"{INTERRUPTED} (stale: no heartbeat)", time.time(), rec.run_id, rec.updated_at),
-        )
-        return cur.rowcount == 1
-
-    return store._write(body)  # the store's own locked transaction helper
+    """Mark a running row failed (interrupted) if nobody touched it since we read it."""
+    return store.fail_if_unchanged(
+        rec.run_id, rec.updated_at, f"{INTERRUPTED} (stale: no heartbeat)"
+    )
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -226,11 +219,9 @@ def execute_point(task: dict) -> dict:
                 last[0] = now
                 post("step", run_id, step=record["step"], loss=record.get("loss"))
 
-        trainer = Trainer(cfg, run_dir, progress=False, on_step=on_step)
-        # The Trainer sets torch threads from the config (all cores when unset); a sweep worker
-        # shares the machine, so its own share wins unless the config names a thread count.
-        if cfg.training.threads is None:
-            torch.set_num_threads(task["threads"])
+        # A sweep worker shares the machine: its share of the cores, unless the config names a
+        # thread count (threads stay out of the config so a run's id ignores --workers).
+        trainer = Trainer(cfg, run_dir, progress=False, on_step=on_step, threads=task["threads"])
         if resume:
             trainer.load_checkpoint()
         post(

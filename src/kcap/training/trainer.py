@@ -145,13 +145,15 @@ class Trainer:
         *,
         on_step: Callable[[dict], None] | None = None,
         progress: bool = True,
+        threads: int | None = None,
     ):
+        """``threads``: CPU threads when the config names none (default: the physical cores)."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.on_step = on_step
         self.show_progress = progress
         t = cfg.training
-        torch.set_num_threads(t.threads or physical_cores())
+        torch.set_num_threads(t.threads or threads or physical_cores())
         self.device = resolve_device(t.device)
         self.amp = autocast_dtype(t.dtype, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
