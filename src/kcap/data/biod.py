@@ -82,10 +82,7 @@ class BioDPopulation:
             )
 
     def full_name(self, i: int) -> str:
-        pools = P.load_pools()
-        first, rest = divmod(int(self.name[i]), P.N_MIDDLE * P.N_LAST)
-        middle, last = divmod(rest, P.N_LAST)
-        return f"{pools.first[first]} {pools.middle[middle]} {pools.last[last]}"
+        return " ".join(P.name_parts(self.name[i]))
 
     def chunk_text(self, attribute: int, chunk: int) -> str:
         return "".join(symbol(int(s)) for s in self.chunks[attribute, chunk])

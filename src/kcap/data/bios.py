@@ -96,11 +96,7 @@ class BioSPopulation:
             return cls(seed=int(z["seed"]), **{k: z[k] for k in _ARRAYS})
 
     def name_parts(self, i: int) -> tuple[str, str, str]:
-        pools = P.load_pools()
-        idx = int(self.name[i])
-        first, rest = divmod(idx, P.N_MIDDLE * P.N_LAST)
-        middle, last = divmod(rest, P.N_LAST)
-        return pools.first[first], pools.middle[middle], pools.last[last]
+        return P.name_parts(self.name[i])
 
     def full_name(self, i: int) -> str:
         return " ".join(self.name_parts(i))
@@ -250,8 +246,7 @@ class BioSRenderer:
         (plain int sequences: a row of `layouts`, converted with ``tolist()``)."""
         pop = self.population
         g = int(pop.gender[person])
-        first, rest = divmod(int(pop.name[person]), P.N_MIDDLE * P.N_LAST)
-        middle, last = divmod(rest, P.N_LAST)
+        first, middle, last = P.split_name(int(pop.name[person]))
         employer = int(pop.employer[person])
         value_index = (
             int(pop.date[person]),

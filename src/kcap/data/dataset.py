@@ -78,8 +78,7 @@ class BioSSource:
         pop = self.renderer.population
         rows = np.arange(self.n)
         g = pop.gender.astype(np.int64)
-        first, rest = np.divmod(pop.name, P.N_MIDDLE * P.N_LAST)
-        middle, last = np.divmod(rest, P.N_LAST)
+        first, middle, last = P.split_name(pop.name)
         fullname = self.renderer.variant == "fullname"
         total = np.zeros(self.n, dtype=np.int64)
         for j in range(order.shape[1]):
@@ -127,8 +126,7 @@ class BioDSource:
         pop = self.renderer.population
         piece = lambda text: len(tok.piece_ids(text))  # noqa: E731
         pools = P.load_pools()
-        first, rest = np.divmod(pop.name, P.N_MIDDLE * P.N_LAST)
-        middle, last = np.divmod(rest, P.N_LAST)
+        first, middle, last = P.split_name(pop.name)
         name = (
             np.array([piece(f) for f in pools.first])[first]
             + np.array([piece(" " + m) for m in pools.middle])[middle]

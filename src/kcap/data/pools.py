@@ -82,6 +82,20 @@ def load_pools() -> Pools:
     )
 
 
+def split_name(index):
+    """(first, middle, last) pool indices of a name index in [0, N0); ints or numpy arrays."""
+    first, rest = divmod(index, N_MIDDLE * N_LAST)
+    middle, last = divmod(rest, N_LAST)
+    return first, middle, last
+
+
+def name_parts(index: int) -> tuple[str, str, str]:
+    """The first, middle and last name of a name index in [0, N0)."""
+    pools = load_pools()
+    first, middle, last = split_name(int(index))
+    return pools.first[first], pools.middle[middle], pools.last[last]
+
+
 def format_date(month: int, day: int, year_index: int) -> str:
     """Render a birth date, e.g. (9, 1, 96) -> "October 2, 1996" (month and day 0-based)."""
     return f"{MONTHS[month]} {day + 1}, {FIRST_YEAR + year_index}"
