@@ -165,3 +165,11 @@ def test_train_config_errors_are_one_line(tmp_path, bios_dir):
     cfg.write_text(f"dataset: {{path: {bios_dir}}}\ntraining: {{device: tpu}}\n")
     r = run("train", cfg, "--out", tmp_path / "run")
     assert r.exit_code == 2 and "training.device" in r.output and "cpu" in r.output
+
+
+def test_train_with_a_missing_dataset_writes_nothing(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: {{path: {tmp_path / 'nowhere'}}}\n")
+    r = run("train", cfg, "--out", tmp_path / "run", "--db", tmp_path / "k.db")
+    assert r.exit_code == 2 and "dataset" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "run").exists()

@@ -156,9 +156,9 @@ class Trainer:
         torch.set_num_threads(t.threads or threads or physical_cores())
         self.device = resolve_device(t.device)
         self.amp = autocast_dtype(t.dtype, self.device)
+        self.dataset = prepare_dataset(cfg, self.run_dir)  # a bad dataset fails before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        self.dataset = prepare_dataset(cfg, self.run_dir)
         torch.manual_seed(t.seed)
         self.model_cfg = model_config(cfg, self.dataset)
         self.model = GPT(self.model_cfg).to(self.device)
