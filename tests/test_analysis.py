@@ -81,3 +81,14 @@ def test_family_labels():
     junk = {"kind": "junk", "junk": "random", "ratio": 7}
     assert family_label(junk) == "bioS+random-junk-7:1"
     assert family_label({**junk, "domain": "useful"}) == "bioS+random-junk-7:1+domain-token"
+
+
+def test_bits_still_rising_with_n_is_not_capacity(tmp_path):
+    """An under-trained model stores less than every dataset, but more as N grows: no law."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n, R in ((800, 0.2), (1600, 0.4), (3200, 0.8)):  # far below the data's bits
+            syn.record(store, n=n, P=100_000, R=R)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    (model,) = law.models
+    assert model.plateau is False and not model.at_capacity and law.R is None
+    assert law.peak_R == pytest.approx(0.8)
