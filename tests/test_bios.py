@@ -97,3 +97,17 @@ def test_online_varies_and_simple_is_fixed():
     s9 = [d.text for d in simple.documents(9, people)]
     assert s0 == s9
     assert sum(a != b for a, b in zip(o0, o1, strict=True)) >= 18
+
+
+def test_simple_is_measured_on_its_own_biographies(tmp_path):
+    """bioS-simple's one fixed biography per person is its whole distribution: evaluation must
+    render exactly the training documents (online evaluates on fresh renderings)."""
+    from kcap.data.dataset import build_bios, load_dataset, write_dataset
+
+    for variant, same in (("simple", True), ("online", False)):
+        write_dataset(tmp_path / variant, *build_bios(20, 1, variant, vocab=400), force=False)
+        ds = load_dataset(tmp_path / variant)
+        people = np.arange(20)
+        train = [d.text for d in ds.source().documents(5, people)]
+        evals = [d.text for d in ds.source(eval_=True).documents(0, people)]
+        assert (train == evals) == same

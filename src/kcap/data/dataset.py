@@ -191,13 +191,15 @@ class Dataset:
     def source(self, *, eval_: bool = False, eval_seed: int = DEFAULT_EVAL_SEED):
         """The document source for training (keyed by the dataset seed) or evaluation.
 
+        bioS-simple is evaluated on the biographies it trains on: they are its distribution.
         For a junk mixture this is the useful people (with the domain token when it marks them),
         for bioR the stored rewrites (evaluation: each person's held-out rewrite)."""
         seed = eval_seed if eval_ else self.manifest["seed"]
         if self.kind == "bios":
-            return BioSSource(
-                self.population, self.manifest["params"]["variant"], seed, eval_=eval_
-            )
+            variant = self.manifest["params"]["variant"]
+            if variant == "simple":  # its one biography per person is the whole distribution
+                return BioSSource(self.population, variant, self.manifest["seed"])
+            return BioSSource(self.population, variant, seed, eval_=eval_)
         if self.kind == "biod":
             return BioDSource(self.population, seed, eval_=eval_)
         if self.kind == "junk":
