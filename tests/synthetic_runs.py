@@ -14,7 +14,7 @@ from kcap.data.bits import biod_bits, bios_bits
 from kcap.experiments.store import ResultsStore, config_hash
 
 SIZES = (20_000, 40_000, 80_000, 160_000)
-NS = (200, 400, 800, 1600, 3200)
+NS = (200, 400, 800, 1600, 3200, 6400)
 
 
 def record(

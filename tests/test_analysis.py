@@ -18,7 +18,7 @@ def test_fit_recovers_a_known_R_with_a_bootstrap_interval(tmp_path):
     assert law.interval_kind == "bootstrap" and lo <= law.R <= hi and hi - lo < 0.2
     assert law.slope == pytest.approx(1.0, abs=0.05)
     assert law.peak_R == pytest.approx(max(p.R for p in law.points))
-    # every size met a dataset bigger than it could hold except the largest (N <= 3200 people)
+    # every size met two datasets bigger than it could hold (a plateau) except the largest
     at_cap = {m.P for m in law.models if m.at_capacity}
     assert at_cap == set(syn.SIZES[:-1])
 
@@ -38,13 +38,21 @@ def test_data_limited_models_give_no_law_and_best_lr_wins(tmp_path):
         for n in (100, 200):  # 6-13k bits of data, far below 2 bits x 160k params
             syn.record(store, n=n, P=160_000, R=2.0)
         # two learning rates of the same model and data: only the better one counts
-        syn.record(store, n=3200, P=20_000, R=1.0, lr=1e-3, exposures=100)
-        syn.record(store, n=3200, P=20_000, R=1.5, lr=3e-3, exposures=100)
+        for n in (3200, 6400):  # a plateau across N: the model is at capacity
+            syn.record(store, n=n, P=20_000, R=1.0, lr=1e-3, exposures=100)
+            syn.record(store, n=n, P=20_000, R=1.5, lr=3e-3, exposures=100)
     laws = analyse(load_points(tmp_path / "r.db"))
     limited = find(laws, exposures=1000)
     assert limited.R is None and limited.n_at_capacity == 0
     best = find(laws, exposures=100)
-    assert len(best.points) == 1 and pytest.approx(1.5) == best.R
+    assert len(best.points) == 2 and pytest.approx(1.5) == best.R
+
+
+def test_a_single_dataset_is_no_evidence_of_capacity(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.record(store, n=3200, P=20_000, R=1.5)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    assert law.R is None and law.n_at_capacity == 0 and law.peak_R == pytest.approx(1.5)
 
 
 def test_architecture_labels_ignore_size_and_name_the_paper_variants():

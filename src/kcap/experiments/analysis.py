@@ -8,11 +8,11 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
 - **Peak R** is the largest bits/P of any point, overall and per N (Result 1's "peak R(F)").
 - **A model's capacity** C(m) is the most bits that model (one shape, one replicate = dataset
   seed and training seed) stored on any of the datasets it was trained on. The model is *at
-  capacity* when some dataset it saw held more than C(m)/(1 - δ) bits (δ = 0.1) and, when it
-  met several N, its bits stopped rising with N (``plateau``: among the datasets it did not fully
-  store, the largest N added at most 10% over the next largest). Models that stored (nearly)
-  everything they were shown say nothing about their capacity; a model whose bits still rise
-  with N is not at its limit (it may be under-trained); one seen at a single N is taken as is.
+  capacity* when some dataset it saw held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits
+  stopped rising with N (``plateau``: among the datasets it did not fully store, the largest N
+  added at most 10% over the next largest). Models that stored (nearly) everything they were
+  shown say nothing about their capacity; a model seen at one N, or whose bits still rise with
+  N, may simply be under-trained: only a plateau across N shows a limit.
 - **The law** is bits = R·P, with R the *median* of C(m)/P(m) over the models at capacity: the
   robust plateau of bits/P (an under-trained or oddly shaped model moves a median little, and
   the paper's claim is that the ratio is constant). ``slope`` is the least-squares exponent b of
@@ -417,12 +417,12 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
         plateau = None
         if len({p.n for p in short}) >= 2:
             plateau = short[-1].bits <= short[-2].bits * PLATEAU
-        # At capacity: it stored something, was shown more than it stored, and, where it met
-        # several N, showing it more did not raise what it stored. Bits still rising with N
-        # mean it was not at its limit (under-trained models store less than the data too:
-        # on this CPU a d=16 GPT2 stored 2% of bioS(100) after 1000 exposures).
+        # At capacity: it stored something, was shown more than it stored, and showing it more
+        # did not raise what it stored. Storing less than one dataset is no evidence: under-
+        # trained models do that too (on this CPU a d=16 GPT2 stored 2% of bioS(100) after
+        # 1000 exposures), so a model seen at a single N (or with bits still rising) gives no law.
         shown_more = any(p.data_bits * data_limited > top.bits for p in pts)
-        at_capacity = top.bits > 0 and shown_more and plateau is not False
+        at_capacity = top.bits > 0 and shown_more and plateau is True
         out.append(
             ModelCapacity(
                 model=model,
