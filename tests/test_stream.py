@@ -95,3 +95,18 @@ def test_biod_length_tables_equal_a_dry_pass(biod_ds):
         docs = source.documents(e, np.arange(biod_ds.n))
         expected = [len(tok.encode_pieces(d.pieces)[0]) for d in docs]
         assert source.token_lengths(tok, e).tolist() == expected
+
+
+def test_domain_token_source_lengths_equal_a_dry_pass(tmp_path):
+    from kcap.data.dataset import load_dataset, write_dataset
+    from kcap.data.junk import build_junk
+
+    out = tmp_path / "junk"
+    write_dataset(out, *build_junk(30, 3, "random", 0, domain="useful", vocab=500), force=False)
+    ds = load_dataset(out)
+    source, tok = ds.source(), ds.tokenizer
+    assert hasattr(source, "token_lengths")
+    docs = source.documents(1, np.arange(ds.n))
+    assert source.token_lengths(tok, 1).tolist() == [
+        len(tok.encode_pieces(d.pieces)[0]) for d in docs
+    ]

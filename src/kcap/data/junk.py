@@ -178,10 +178,16 @@ class TokenPrefixedSource:
         self.token = token
         self.n = source.n
         self._piece = (token, OTHER, 0)
+        if hasattr(source, "token_lengths"):  # else the stream counts with a dry pass
+            self.token_lengths = self._prefixed_lengths
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
         for doc in self.source.documents(exposure, people):
             yield Document(doc.person, [self._piece, *doc.pieces])
+
+    def _prefixed_lengths(self, tok, exposure: int) -> np.ndarray:
+        """The wrapped source's length tables plus the marker's tokens."""
+        return self.source.token_lengths(tok, exposure) + len(tok.piece_ids(self.token))
 
 
 def make_useful_source(people: BioSPopulation, seed: int, domain: str, *, eval_: bool = False):
