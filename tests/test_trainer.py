@@ -65,3 +65,27 @@ def test_resume_equals_uninterrupted(tmp_path, bios_dir):
     assert (straight.run_dir / "measure.json").read_text() == (
         resumed.run_dir / "measure.json"
     ).read_text()
+
+
+def test_moe_run_logs_balance_and_measures(tmp_path, bios_dir):
+    cfg = parse_config(
+        {
+            "dataset": {"path": str(bios_dir)},
+            "model": {"preset": "gpt2-1-1-moe4", "overrides": {"d_model": 32}},
+            "training": {
+                "exposures": 2,
+                "batch_size": 2,
+                "window": 64,
+                "threads": 1,
+                "log_every": 5,
+            },
+        }
+    )
+    trainer = Trainer(cfg, tmp_path / "moe", progress=False)
+    result = trainer.fit()
+    records = [json.loads(x) for x in (tmp_path / "moe" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert logged and all("moe/aux/0" in r and "moe/dropped/0" in r for r in logged)
+    assert all(r["moe/aux/0"] > 0 and 0 <= r["moe/dropped/0"] <= 1 for r in logged)
+    assert trainer.params["active"] < trainer.params["P"]
+    assert 0 <= result.R <= result.R_max

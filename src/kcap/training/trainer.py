@@ -207,7 +207,8 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ training
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """The next batch (inputs, targets on the device) and its count of predicted tokens."""
         windows = []
         for _ in range(self.cfg.training.batch_size):
             try:
@@ -219,9 +220,11 @@ class Trainer:
         w = torch.from_numpy(np.stack(windows))
         x = w[:, :-1].clamp(min=0)  # padding positions are never targets
         y = w[:, 1:]
-        return x.to(self.device), y.to(self.device)
+        n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
+        return x.to(self.device), y.to(self.device), n_targets
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, n_targets: int) -> torch.Tensor:
+        """One optimizer step; returns the (detached) loss without synchronising the device."""
         t = self.cfg.training
         lr = lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
         for group in self.optimizer.param_groups:
@@ -234,16 +237,15 @@ class Trainer:
         with ctx:
             logits = self._forward(x)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
-            aux = self.model.aux_loss() if hasattr(self.model, "aux_loss") else None
-            total = loss + aux if aux is not None else loss
+            total = loss + self.model.aux_loss()  # MoE balancing loss; zero for dense models
         total.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens += int((y != PAD).sum())
-        return float(loss.detach())
+        self.tokens += n_targets
+        return loss.detach()
 
     def measure(self, max_people: int | None = None) -> Measurement:
         m = self.cfg.measurement
@@ -279,10 +281,11 @@ class Trainer:
                 if batch is None:
                     break
                 t0 = time.perf_counter()
-                loss = self.train_step(*batch)
+                loss_t = self.train_step(*batch)
                 self.train_seconds += time.perf_counter() - t0
                 window_tokens += batch[1].numel()
                 if self.step % t.log_every == 0 or self.step == end:
+                    loss = float(loss_t)  # the only device sync, at log steps
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
                     window_start, window_tokens = time.perf_counter(), 0
@@ -294,6 +297,7 @@ class Trainer:
                             "lr": lr,
                             "tokens": self.tokens,
                             "tokens_per_s": tps,
+                            **self.model.moe_metrics(),  # per-layer balance/drops (MoE only)
                         }
                     )
                     bar.update(task, completed=self.step, loss=loss, tps=tps)
