@@ -138,6 +138,18 @@ def sample_names(rng: np.random.Generator, n: int, exclude: np.ndarray | None = 
     return out
 
 
+def name_part_lengths(tok) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens of each name part as rendered: first names [400, 2] (without / with a leading
+    space), " middle" [400] and " last" [1000]. Index them with `pools.split_name`."""
+    pools = P.load_pools()
+    n = lambda text: len(tok.piece_ids(text))  # noqa: E731
+    return (
+        np.array([[n(f), n(" " + f)] for f in pools.first], dtype=np.int64),
+        np.array([n(" " + m) for m in pools.middle], dtype=np.int64),
+        np.array([n(" " + x) for x in pools.last], dtype=np.int64),
+    )
+
+
 def layouts(n_people: int, *key: int) -> tuple[np.ndarray, np.ndarray]:
     """Template choices [n, 6] and sentence orders [n, 6] for every person, keyed by ``key``.
 
@@ -222,11 +234,7 @@ class BioSRenderer:
                                 for k, p in segments
                                 if k in (LIT, PRONOUN)
                             )
-        names = (
-            np.array([[n(p0), n(p1)] for p0, p1 in self._first], dtype=np.int64),
-            np.array([n(p) for p in self._middle], dtype=np.int64),
-            np.array([n(p) for p in self._last], dtype=np.int64),
-        )
+        names = name_part_lengths(tok)
         values = tuple(np.array([n(p) for p in pieces], dtype=np.int64) for pieces in self._values)
         self._length_tables = (tok, (fixed, names, values))
         return fixed, names, values

@@ -23,7 +23,15 @@ import numpy as np
 
 from kcap.data import pools as P
 from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
-from kcap.data.bios import TAG_EVAL, TAG_TRAIN, VARIANTS, BioSPopulation, BioSRenderer, layouts
+from kcap.data.bios import (
+    TAG_EVAL,
+    TAG_TRAIN,
+    VARIANTS,
+    BioSPopulation,
+    BioSRenderer,
+    layouts,
+    name_part_lengths,
+)
 from kcap.data.bits import biod_bits, bios_bits
 from kcap.data.documents import Document
 from kcap.data.random_strings import RandomStrings, RandomStringSource
@@ -71,8 +79,6 @@ class BioSSource:
         """Tokens in every person's document at ``exposure`` (eos excluded), from lookup tables
         in a few vectorised operations: the stream counts a run's exact length without
         rendering it (a dry pass would cost as much as the run's data generation)."""
-        if self.fixed and exposure > 0:
-            exposure = 0
         fixed, names, values = self.renderer.length_tables(tok)
         tmpl, order = self._layouts(exposure)
         pop = self.renderer.population
@@ -113,6 +119,7 @@ class BioDSource:
         self.tag = TAG_EVAL if eval_ else TAG_TRAIN
         self.fixed = eval_
         self._cached: tuple[int, np.ndarray] | None = None
+        self._lengths: tuple[KTokenizer, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _orders(self, exposure: int) -> np.ndarray:
         e = 0 if self.fixed else exposure
@@ -123,15 +130,20 @@ class BioDSource:
     def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:
         """Tokens in every person's document at ``exposure`` (eos excluded), from tables: only
         which attribute comes first changes a document's length."""
+        base, heads = self._length_tables(tok)
+        first_attr = self._orders(exposure)[:, 0]
+        return base + heads[first_attr, 0] - heads[first_attr, 1]
+
+    def _length_tables(self, tok: KTokenizer) -> tuple[np.ndarray, np.ndarray]:
+        """Each person's length with every sentence opened by " Their ID k is", and the head
+        lengths [K, (first, later)] (computed once per tokenizer)."""
+        if self._lengths is not None and self._lengths[0] is tok:
+            return self._lengths[1]
         pop = self.renderer.population
         piece = lambda text: len(tok.piece_ids(text))  # noqa: E731
-        pools = P.load_pools()
+        first_len, middle_len, last_len = name_part_lengths(tok)
         first, middle, last = P.split_name(pop.name)
-        name = (
-            np.array([piece(f) for f in pools.first])[first]
-            + np.array([piece(" " + m) for m in pools.middle])[middle]
-            + np.array([piece(" " + x) for x in pools.last])[last]
-        )
+        name = first_len[first, 0] + middle_len[middle] + last_len[last]
         heads = np.array(
             [[piece(f"'s ID {a + 1} is"), piece(f" Their ID {a + 1} is")] for a in range(self.k)]
         )
@@ -142,9 +154,9 @@ class BioDSource:
             ]
         )
         values = chunks[np.arange(self.k)[None, :, None], pop.values].sum(axis=(1, 2))
-        first_attr = self._orders(exposure)[:, 0]
-        sentences = heads[:, 1].sum() + self.k * piece(".")
-        return name + values + sentences + heads[first_attr, 0] - heads[first_attr, 1]
+        base = name + values + heads[:, 1].sum() + self.k * piece(".")
+        self._lengths = (tok, (base, heads))
+        return base, heads
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
         orders = self._orders(exposure)
