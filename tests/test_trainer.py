@@ -41,6 +41,14 @@ def test_loss_falls_and_run_is_measured(tmp_path, bios_dir):
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["exposures"] == {"target": 6, "min": 6, "max": 6}
     assert summary["steps"] == trainer.total_steps
+    # the run's report: markdown with the measured figures, and both plots
+    from kcap.experiments.run_report import write_run_report
+
+    md = write_run_report(tmp_path / "run", tmp_path / "report").read_text()
+    assert f"| P (counted params) | {result.P:,} |" in md
+    assert "| exposures (min / max realised) | 6 / 6 |" in md and "![bits over training]" in md
+    assert (tmp_path / "report" / "loss.png").stat().st_size > 0
+    assert (tmp_path / "report" / "bits.png").stat().st_size > 0
     # the run can be reloaded and measured again with identical results
     _, _, model, params = load_run(tmp_path / "run")
     assert params == trainer.params

@@ -87,27 +87,16 @@ def run_training(
 def print_measurement(m: dict, summary: dict | None = None) -> None:
     from rich.table import Table
 
-    table = Table(title="knowledge stored", show_header=False)
-    bits = m["bits"]
-    table.add_row("data bits", f"{m['data_bits']:,.0f}")
-    table.add_row(
-        "bits stored (name / value / diversity)",
-        f"{bits['total']:,.0f}  ({bits['name']:,.0f} / {bits['value']:,.0f} / "
-        f"{bits['diversity']:,.0f})",
-    )
-    table.add_row("fraction of data bits stored", f"{bits['total'] / m['data_bits']:.1%}")
-    table.add_row("P (counted params)", f"{m['P']:,}")
-    table.add_row("capacity ratio R (bits/param)", f"{m['R']:.3f}")
-    table.add_row("R_max", f"{m['R_max']:.3f}")
-    table.add_row("recall accuracy", f"{m['recall_accuracy']:.1%}")
-    table.add_row("p1 / p2 (nats)", f"{m['p1']:.3f} / {m['p2']:.3f}")
+    from kcap.experiments.run_report import measurement_rows, summary_rows
+
+    rows = [*measurement_rows(m), ("p1 / p2 (nats)", f"{m['p1']:.3f} / {m['p2']:.3f}")]
     if m["clipped"]:
-        table.add_row("clipped at 0", ", ".join(m["clipped"]))
+        rows.append(("clipped at 0", ", ".join(m["clipped"])))
     if summary:
-        table.add_row("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}")
-        table.add_row(
-            "train time", f"{summary['train_seconds']:.0f} s ({summary['tokens_per_s']:,.0f} tok/s)"
-        )
+        rows += summary_rows(summary)
+    table = Table(title="knowledge stored", show_header=False)
+    for label, value in rows:
+        table.add_row(label, value)
     Console().print(table)
 
 

@@ -11,6 +11,31 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def measurement_rows(m: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of a measurement, shared by the terminal table and the reports."""
+    b = m["bits"]
+    return [
+        ("data bits", f"{m['data_bits']:,.0f}"),
+        (
+            "bits stored (name / value / diversity)",
+            f"{b['total']:,.0f}  ({b['name']:,.0f} / {b['value']:,.0f} / {b['diversity']:,.0f})",
+        ),
+        ("fraction of data bits stored", f"{b['total'] / m['data_bits']:.1%}"),
+        ("P (counted params)", f"{m['P']:,}"),
+        ("capacity ratio R (bits/param)", f"{m['R']:.3f}"),
+        ("R_max", f"{m['R_max']:.3f}"),
+        ("recall accuracy", f"{m['recall_accuracy']:.1%}"),
+    ]
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of a run summary (RUN_DIR/run.json): steps, tokens, time."""
+    return [
+        ("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}"),
+        ("train time", f"{summary['train_seconds']:.0f} s ({summary['tokens_per_s']:,.0f} tok/s)"),
+    ]
+
+
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(loss records, measurement records) from RUN_DIR/metrics.jsonl."""
     losses, measures = [], []
@@ -59,25 +84,12 @@ def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -
     fig.savefig(out_dir / "bits.png", dpi=120)
     plt.close(fig)
 
-    b = m["bits"]
+    exposures = summary["exposures"]
     rows = [
         ("dataset", f"{m['kind']}, N = {m['n_people']:,}"),
-        ("data bits", f"{m['data_bits']:,.0f}"),
-        (
-            "bits stored (name / value / diversity)",
-            f"{b['total']:,.0f} ({b['name']:,.0f} / {b['value']:,.0f} / {b['diversity']:,.0f})",
-        ),
-        ("fraction of data bits stored", f"{b['total'] / m['data_bits']:.1%}"),
-        ("P (counted parameters)", f"{m['P']:,}"),
-        ("capacity ratio R", f"{m['R']:.3f} bits/param"),
-        ("R_max", f"{m['R_max']:.3f}"),
-        ("recall accuracy", f"{m['recall_accuracy']:.1%}"),
-        ("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}"),
-        (
-            "exposures (min / max realised)",
-            f"{summary['exposures']['min']} / {summary['exposures']['max']}",
-        ),
-        ("train time", f"{summary['train_seconds']:.0f} s ({summary['tokens_per_s']:,.0f} tok/s)"),
+        *measurement_rows(m),
+        *summary_rows(summary),
+        ("exposures (min / max realised)", f"{exposures['min']} / {exposures['max']}"),
     ]
     per_attr = "\n".join(
         f"| {a} | {m['loss_per_attribute'][a]:.3f} | {m['bits_per_attribute'][a]:,.0f} | "
