@@ -89,6 +89,7 @@ def test_family_labels():
     junk = {"kind": "junk", "junk": "random", "ratio": 7}
     assert family_label(junk) == "bioS+random-junk-7:1"
     assert family_label({**junk, "domain": "useful"}) == "bioS+random-junk-7:1+domain-token"
+    assert family_label({**junk, "useful": "biod"}) == "bioD+random-junk-7:1"
 
 
 def test_bits_still_rising_with_n_is_not_capacity(tmp_path):

@@ -60,6 +60,25 @@ def test_run_id_is_the_hash_of_the_full_config_and_names_are_derived():
     assert c.run_id == a.run_id and c.name == a.name
 
 
+@pytest.mark.parametrize(
+    ("dataset", "prefix"),
+    [
+        ({"kind": "biod", "n": 8, "k": 2, "c": 1, "d": 4, "l": 1, "t": 4}, "biod-n8-k2c1d4l1t4-"),
+        ({"kind": "bios", "n": 8, "variant": "simple"}, "bios-simple-n8-"),
+        ({"kind": "junk", "n": 8, "ratio": 7, "junk": "random"}, "junk-random-r7-bios-n8-"),
+        (
+            {"kind": "junk", "n": 8, "ratio": 3, "junk": "repetitive", "domain": "junk"},
+            "junk-repetitive-r3-junk-token-bios-n8-",
+        ),
+        ({"kind": "bior", "n": 8, "rewriter": "lm", "rewrites": 5}, "bior-n8-w5-"),
+        ({"kind": "random", "m": 9, "s": 16, "v": 64}, "random-m9-s16-v64-"),
+    ],
+)
+def test_names_say_what_data_a_run_trains_on(dataset, prefix):
+    (point,) = expand(parse_grid({"base": {**BASE, "dataset": dataset}}))
+    assert point.name.startswith(prefix + "gpt2-1-1-d32-e3-")
+
+
 def test_duplicates_are_kept_once_and_blocks_are_a_union():
     points = _points(
         blocks=[

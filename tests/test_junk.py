@@ -1,25 +1,35 @@
 """Junk mixtures: exact token ratio, pure windows, junk people never useful nor repeated, useful
-exposures exact, domain-token placement in training and measurement, exact resume."""
+exposures exact, domain-token placement in training and measurement, exact resume -- for useful
+bioS and useful bioD (the same people and bits as the plain bioD dataset, the bioD bound); the
+``useful`` config field, its run names and unchanged hashes; ``kcap data junk --useful biod``."""
 
 import copy
+import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from kcap.data import pools as P
+from kcap.data.biod import BioDPopulation
 from kcap.data.bios import TAG_JUNK_ORDER
-from kcap.data.bits import bios_bits
-from kcap.data.dataset import load_dataset
+from kcap.data.bits import biod_bits, bios_bits
+from kcap.data.dataset import load_dataset, write_dataset
 from kcap.data.junk import (
     DOMAIN_TOKEN,
     JUNK_TOKEN,
     JunkNames,
+    RandomBioDJunkSource,
     RandomJunkSource,
+    build_junk,
     feistel_permute,
     nth_unexcluded,
 )
+from kcap.errors import KcapError
 from kcap.measure.knowledge import measure
 from kcap.tokenization.factory import ENDLESS, make_stream
 from kcap.tokenization.mixture import MixtureStream
@@ -34,6 +44,39 @@ def random_junk(junk_dirs):
 @pytest.fixture(scope="module")
 def repetitive_junk(junk_dirs):
     return load_dataset(junk_dirs["repetitive"])
+
+
+#: The bioD parameters of conftest's ``biod_ds`` (bioD(30, 3, 2, 16, 2, 10), seed 5).
+BIOD = {"k": 3, "c": 2, "d": 16, "l": 2, "t": 10}
+
+
+@pytest.fixture(scope="module")
+def biod_junk_dirs(tmp_path_factory):
+    """Useful bioD mixtures like ``junk_dirs``: random junk with the domain token (r = 3), and
+    repetitive junk of 12 people with the junk token (r = 1)."""
+    root = tmp_path_factory.mktemp("biod-junk")
+    common = {"seed": 5, "useful": "biod", "vocab": 400, **BIOD}
+    built = {
+        "random": build_junk(30, 3, "random", domain="useful", **common),
+        "repetitive": build_junk(30, 1, "repetitive", domain="junk", junk_n=12, **common),
+    }
+    for name, b in built.items():
+        write_dataset(root / name, *b, force=False)
+    return {name: root / name for name in built}
+
+
+@pytest.fixture(scope="module")
+def random_biod_junk(biod_junk_dirs):
+    return load_dataset(biod_junk_dirs["random"])
+
+
+@pytest.fixture(scope="module")
+def repetitive_biod_junk(biod_junk_dirs):
+    return load_dataset(biod_junk_dirs["repetitive"])
+
+
+RANDOM = ["random_junk", "random_biod_junk"]
+REPETITIVE = ["repetitive_junk", "repetitive_biod_junk"]
 
 
 def _mixture(ds, ratio, exposures=2, window=48, seed=1):
@@ -66,8 +109,9 @@ def _predicted(w):
 
 
 @pytest.mark.parametrize("ratio", [1, 3, 7])
-def test_exact_ratio_pure_windows_exact_exposures(random_junk, ratio):
-    ds = random_junk
+@pytest.mark.parametrize("mixture", RANDOM)
+def test_exact_ratio_pure_windows_exact_exposures(request, mixture, ratio):
+    ds = request.getfixturevalue(mixture)
     stream = _mixture(ds, ratio, exposures=2)
     windows = list(stream)
     assert len(windows) == stream.count_windows() == (ratio + 1) * len(windows[:: ratio + 1])
@@ -109,17 +153,19 @@ def test_useful_stream_of_a_junk_dataset_is_its_bios_people(random_junk):
     assert random_junk.bits == bios_bits(random_junk.n)
 
 
-def test_random_junk_people_never_useful_never_repeated(random_junk):
-    stream = make_stream(random_junk, exposures=4, seed=0, window=64)
+@pytest.mark.parametrize("mixture", RANDOM)
+def test_random_junk_people_never_useful_never_repeated(request, mixture):
+    ds = request.getfixturevalue(mixture)
+    stream = make_stream(ds, exposures=4, seed=0, window=64)
     junk_people = set()
     for w in stream:
         if w.source == JUNK:
             junk_people.update(w.people[w.people >= 0].tolist())
-    assert len(junk_people) > 8 * random_junk.n
+    assert len(junk_people) > 8 * ds.n
     source = stream.junk.source
     names = source.names(np.array(sorted(junk_people)))
     assert len(np.unique(names)) == len(names)  # never repeated
-    assert not np.isin(names, random_junk.population.name).any()  # never a useful person
+    assert not np.isin(names, ds.population.name).any()  # never a useful person
     assert ((names >= 0) & (names < P.N0)).all()
 
 
@@ -157,8 +203,9 @@ def test_random_junk_documents_are_the_named_junk_people(random_junk):
     assert np.array_equal(block.name, source.names(3 * source.n + np.arange(source.n)))
 
 
-def test_repetitive_junk_cycles_a_fixed_population(repetitive_junk):
-    ds = repetitive_junk
+@pytest.mark.parametrize("mixture", REPETITIVE)
+def test_repetitive_junk_cycles_a_fixed_population(request, mixture):
+    ds = request.getfixturevalue(mixture)
     assert len(ds.junk_population.name) == 12
     assert not np.isin(ds.junk_population.name, ds.population.name).any()
     stream = make_stream(ds, exposures=3, seed=0, window=32)
@@ -172,8 +219,9 @@ def _doc_starts(windows, eos):
     return ids[1:][ids[:-1] == eos]
 
 
-def test_domain_token_on_useful_biographies(random_junk):
-    ds = random_junk
+@pytest.mark.parametrize("mixture", RANDOM)
+def test_domain_token_on_useful_biographies(request, mixture):
+    ds = request.getfixturevalue(mixture)
     tok = ds.tokenizer
     wiki, junk_id = tok.hf.token_to_id(DOMAIN_TOKEN), tok.hf.token_to_id(JUNK_TOKEN)
     assert wiki is not None and junk_id is not None and wiki != junk_id  # both reserved
@@ -190,8 +238,9 @@ def test_domain_token_on_useful_biographies(random_junk):
         assert doc.text.startswith(DOMAIN_TOKEN + ds.population.full_name(doc.person))
 
 
-def test_junk_token_on_junk_biographies(repetitive_junk):
-    ds = repetitive_junk
+@pytest.mark.parametrize("mixture", REPETITIVE)
+def test_junk_token_on_junk_biographies(request, mixture):
+    ds = request.getfixturevalue(mixture)
     tok = ds.tokenizer
     marker = tok.hf.token_to_id(JUNK_TOKEN)
     windows = list(make_stream(ds, exposures=2, seed=0, window=64))
@@ -236,14 +285,16 @@ def test_measurement_conditions_on_the_domain_token(random_junk):
     assert r.p1 == pytest.approx(name_tokens * np.log(tok.vocab_size), rel=1e-5)
 
 
-def test_mixture_resume_is_exact(random_junk):
-    full = [w.ids.copy() for w in make_stream(random_junk, exposures=2, seed=3, window=40)]
+@pytest.mark.parametrize("mixture", RANDOM)
+def test_mixture_resume_is_exact(request, mixture):
+    ds = request.getfixturevalue(mixture)
+    full = [w.ids.copy() for w in make_stream(ds, exposures=2, seed=3, window=40)]
     for k in (1, 6, len(full) // 2 + 1, len(full) - 1):
-        stream = make_stream(random_junk, exposures=2, seed=3, window=40)
+        stream = make_stream(ds, exposures=2, seed=3, window=40)
         for _ in range(k):
             next(stream)
         state = copy.deepcopy(stream.state_dict())
-        resumed = make_stream(random_junk, exposures=2, seed=3, window=40, state=state)
+        resumed = make_stream(ds, exposures=2, seed=3, window=40, state=state)
         rest = [w.ids for w in resumed]
         assert len(rest) == len(full) - k
         assert all(np.array_equal(a, b) for a, b in zip(rest, full[k:], strict=True))
@@ -276,3 +327,183 @@ def test_junk_run_resumes_exactly(tmp_path, junk_dirs):
     assert (straight.run_dir / "measure.json").read_text() == (
         resumed.run_dir / "measure.json"
     ).read_text()
+
+
+# ----------------------------------------------------------------------------- useful bioD
+
+
+@pytest.mark.parametrize("mixture", ["random_biod_junk", "repetitive_biod_junk"])
+def test_biod_useful_people_and_bits_are_the_plain_biod_datasets(request, mixture, biod_ds):
+    ds = request.getfixturevalue(mixture)
+    assert ds.manifest["params"]["useful"] == "biod" and ds.measure_kind == "biod"
+    assert isinstance(ds.population, BioDPopulation)
+    assert ds.population.params == biod_ds.population.params
+    for field in ("name", "chunks", "values"):
+        assert np.array_equal(getattr(ds.population, field), getattr(biod_ds.population, field))
+    assert ds.bits == biod_ds.bits == pytest.approx(biod_bits(30, **BIOD))
+    assert ds.manifest["attributes"] == biod_ds.manifest["attributes"] == ["ID 1", "ID 2", "ID 3"]
+
+
+def test_random_biod_junk_people_are_fresh_people_over_the_useful_chunk_sets(random_biod_junk):
+    ds = random_biod_junk
+    useful = ds.population
+    source = ds.junk_source()
+    assert isinstance(source, RandomBioDJunkSource)
+    block = source.people(3)
+    assert block.params == replace(useful.params, n=source.n)
+    assert np.array_equal(block.chunks, useful.chunks)  # the dataset's chunk sets
+    assert np.array_equal(block.name, source.names(3 * source.n + np.arange(source.n)))
+    assert np.array_equal(source.names.excluded, np.sort(useful.name))  # never a useful name
+    assert not np.isin(block.name, useful.name).any()
+    assert not np.array_equal(block.values, source.people(4).values)  # fresh values per block
+    assert np.array_equal(block.values, source.people(3).values)  # ... a function of the block
+    assert sorted(set(block.values.ravel().tolist())) == list(range(BIOD["d"]))  # uniform over D
+    docs = list(source.documents(3, np.array([5, 0])))
+    assert [d.person for d in docs] == [3 * source.n + 5, 3 * source.n]
+    assert docs[0].text.startswith(block.full_name(5))
+    for a in range(BIOD["k"]):
+        assert f"ID {a + 1} is {block.value_text(5, a)}." in docs[0].text
+
+
+def test_repetitive_biod_junk_is_a_stored_population_over_the_useful_chunk_sets(
+    repetitive_biod_junk,
+):
+    ds = repetitive_biod_junk
+    junk = ds.junk_population
+    assert isinstance(junk, BioDPopulation) and junk.n == 12 == ds.manifest["params"]["junk_n"]
+    assert junk.params == replace(ds.population.params, n=12)
+    assert np.array_equal(junk.chunks, ds.population.chunks)
+    assert not np.array_equal(junk.values, ds.population.values[:12])
+    assert ds.manifest["mixture"]["junk_people"] == "bioD(12) cycled"
+    for doc in ds.junk_source().documents(0, np.arange(12)):  # marked: domain "junk"
+        assert doc.text.startswith(JUNK_TOKEN + junk.full_name(doc.person))
+        assert f"ID 1 is {junk.value_text(doc.person, 0)}." in doc.text
+
+
+def test_biod_mixture_is_measured_with_the_biod_bound_on_its_useful_people(random_biod_junk):
+    ds = random_biod_junk
+    tok = ds.tokenizer
+    model = _Recorder(tok.vocab_size)
+    r = measure(model, ds, P_count=1000, batch_size=8)
+    assert r.kind == "junk" and r.n_people == r.n_measured == ds.n  # useful people only
+    assert r.data_bits == pytest.approx(biod_bits(30, **BIOD)["total"])
+    assert r.R_max == pytest.approx(r.data_bits / 1000)
+    assert set(r.bits_per_attribute) == {"ID 1", "ID 2", "ID 3"} and r.p3 is not None
+    wiki = tok.hf.token_to_id(DOMAIN_TOKEN)
+    assert len(model.rows) == ds.n and all(row[:2] == [tok.eos_id, wiki] for row in model.rows)
+    # a uniform model: every token costs ln V; p2 per (person, attribute), p3 its first chunk
+    docs = [
+        tok.encode_pieces(d.pieces) for d in ds.source(eval_=True).documents(0, np.arange(ds.n))
+    ]
+    value_tokens = sum(sum(1 for lab in d[1] if lab >= 2) for d in docs) / (ds.n * BIOD["k"])
+    first_chunk = sum(
+        sum(1 for lab, i in zip(d[1], d[2], strict=True) if lab >= 2 and i == 0) for d in docs
+    ) / (ds.n * BIOD["k"])
+    ln_v = math.log(tok.vocab_size)
+    assert r.p2 == pytest.approx(value_tokens * ln_v, rel=1e-5)
+    assert r.p3 == pytest.approx(first_chunk * ln_v, rel=1e-5)
+    k, d, length, t = (BIOD[x] for x in "kdlt")
+    diversity = k * d * (length * math.log2(t) - math.log2(d) - r.p3 / math.log(2))
+    assert r.bits_unclipped["diversity"] == pytest.approx(diversity, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- config, naming
+
+_JUNK_CONFIG = {
+    "dataset": {"kind": "junk", "n": 100, "ratio": 7, "junk": "random", "vocab": 1024},
+    "model": {"preset": "gpt2-2-1", "overrides": {"d_model": 16}},
+    "training": {"exposures": 100},
+}
+
+
+def _config(**dataset):
+    from kcap.training.config import parse_config
+
+    raw = copy.deepcopy(_JUNK_CONFIG)
+    raw["dataset"].update(dataset)
+    return parse_config(raw)
+
+
+def test_useful_biod_config_names_and_keys_its_runs_apart():
+    from kcap.experiments.grid import dataset_key, run_name
+
+    bios = _config(domain="useful")
+    # without ``useful`` nothing changed: the dump and the dataset key
+    assert "useful" not in bios.dataset.model_dump()
+    assert dataset_key(bios) == "f9443f1de9515a18"  # its value before the field existed
+    assert run_name(bios).startswith("junk-random-r7-useful-token-bios-n100-gpt2-2-1-d16-e100-")
+    biod = _config(domain="useful", useful="biod", **BIOD)
+    assert biod.dataset.model_dump()["useful"] == "biod"
+    name = run_name(biod)
+    assert name.startswith("junk-random-r7-useful-token-biod-n100-k3c2d16l2t10-gpt2-2-1-d16-e100-")
+    assert dataset_key(biod) != dataset_key(bios)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ({"kind": "bios", "useful": "biod"}, "dataset.useful is only for junk mixtures"),
+        ({"useful": "biod", "k": 3, "c": 2, "d": 16, "l": 2}, "a bioD junk mixture needs"),
+        ({"k": 3}, "need useful: biod"),
+        ({"useful": "bioX"}, "dataset.useful: must be one of"),
+    ],
+)
+def test_bad_useful_config_is_one_line(dataset, message):
+    with pytest.raises(KcapError) as e:
+        _config(**dataset)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_train_config_generates_a_biod_mixture():
+    """A run config (kcap train, sweeps) builds the bioD mixture it names, not a bioS one."""
+    from kcap.training.trainer import build_dataset
+
+    spec = _config(n=8, vocab=400, useful="biod", **BIOD).dataset
+    manifest = build_dataset(spec)[0]
+    assert manifest["params"]["useful"] == "biod"
+    assert all(manifest["params"][key] == value for key, value in BIOD.items())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+_runner = CliRunner()
+_CLI_JUNK = ["data", "junk", "--n", "20", "--ratio", "1", "--junk", "repetitive", "--junk-n", "5"]
+_CLI_BIOD = ["--k", "2", "--c", "1", "--d", "8", "--l", "1", "--t", "8"]
+
+
+def _cli(*args):
+    from kcap.cli.main import app
+
+    return _runner.invoke(app, [str(a) for a in args])
+
+
+def test_cli_junk_with_useful_biod(tmp_path):
+    out = tmp_path / "ds"
+    r = _cli(*_CLI_JUNK, "--useful", "biod", *_CLI_BIOD, "--vocab", 400, "--out", out)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"] == {
+        **{"n": 20, "ratio": 1, "junk": "repetitive", "domain": "none", "useful": "biod"},
+        **{"k": 2, "c": 1, "d": 8, "l": 1, "t": 8, "junk_n": 5},
+    }
+    assert manifest["bits"] == pytest.approx(biod_bits(20, 2, 1, 8, 1, 8))
+    ds = load_dataset(out)
+    assert isinstance(ds.junk_population, BioDPopulation) and ds.junk_population.n == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--useful", "biod", "--k", "2"], "--c"),
+        (_CLI_BIOD, "--k"),
+        (["--useful", "bioX"], "--useful"),
+        (["--useful", "biod", *_CLI_BIOD[:4], "--d", "9", *_CLI_BIOD[6:]], "--d"),
+    ],
+)
+def test_cli_junk_bad_biod_input_is_one_line_and_writes_nothing(tmp_path, args, field):
+    out = tmp_path / "ds"
+    r = _cli(*_CLI_JUNK, *args, "--out", out)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {field}:"), r.output
+    assert not out.exists()

@@ -100,3 +100,28 @@ def test_page_renders_in_headless_chromium(report_dir, tmp_path):
     assert f'data-figures="{n}"' in dom and f'data-figures-loaded="{n}"' in dom, dom[:500]
     assert 'class="missing"' not in dom
     assert len(re.findall(r'<tr data-result="\d+"', dom)) == len(CLAIMS)
+
+
+def test_bioD_stands_in_for_bioS_where_a_store_has_no_bioS_runs(tmp_path):
+    """The lab scale measures results 1 and 4-12 on a bioD probe: claims use it, and say so."""
+    from kcap.experiments.analysis import analyse, load_points
+    from kcap.experiments.paper import evaluate_all
+
+    probe = (8, 1, 128, 1, 128)
+    with ResultsStore(tmp_path / "r.db") as store:
+        for P in syn.SIZES[:2]:
+            for n in (800, 1600, 3200):
+                syn.record(store, n=n, P=P, R=1.0, biod=probe)
+                syn.record(store, n=n, P=P, R=0.5, biod=probe, exposures=100)
+    findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
+    for result in (1, 4):
+        assert "stand-in for bioS" in findings[result].scale
+        assert findings[result].verdict == "not reproduced"  # R = 1.0 < 2 and 0.5 < 1
+    assert "R 1.00" in findings[1].measured and "R 0.50" in findings[4].measured
+    assert "stand-in" not in findings[3].scale and findings[3].verdict != "not yet measured"
+    assert findings[2].verdict == "not yet measured"  # bioS-simple has no stand-in
+    # with bioS runs in the store, bioS is what the claims read
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.law_grid(store, 2.1)
+    findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
+    assert "stand-in" not in findings[1].scale and findings[1].verdict == "reproduced"

@@ -276,3 +276,33 @@ def test_runs_command_errors(tmp_path: Path, populated_db: Path):
     assert res.exit_code == 2
     err = res.stderr.strip()
     assert "\n" not in err and all(s in err for s in ("running", "finished", "failed"))
+
+
+def test_runs_command_csv(tmp_path: Path):
+    """--csv writes one flat row per finished run, with the numbers the store holds."""
+    import csv
+
+    import synthetic_runs as syn
+
+    db = tmp_path / "kcap.db"
+    with ResultsStore(db) as store:
+        ids = [
+            syn.record(store, n=n, P=40_000, R=1.0, biod=(8, 1, 128, 1, 128)) for n in (800, 200)
+        ]
+        _start(store, "run-bad")
+        store.fail_run("run-bad", "boom")
+        finished = {r.run_id: r for r in store.list_runs("finished")}
+    out = tmp_path / "runs.csv"
+    res = CliRunner().invoke(_cli(), ["runs", "--db", str(db), "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["run_id"] for r in rows] == ids[::-1]  # sorted by N; the failed run left out
+    for row in rows:
+        m = finished[row["run_id"]].metrics
+        assert row["family"] == "bioD" and row["arch"] == "gpt2" and row["exposures"] == "1000"
+        assert int(row["N"]) == m["n_people"] and int(row["P"]) == 40_000
+        assert float(row["R"]) == pytest.approx(m["R"], abs=1e-4)
+        assert int(row["bits_stored"]) == round(m["bits"]["total"])
+    # N = 200 fits in 40k parameters at 1 bit each (97% stored), N = 800 does not
+    assert float(rows[1]["fraction_stored"]) < 0.9 < float(rows[0]["fraction_stored"])
+    assert not list(tmp_path.glob("*.tmp"))

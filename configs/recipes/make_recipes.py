@@ -1,4 +1,4 @@
-"""Write the 36 recipe grids (twelve results x lab / gpu / paper) from one table of scales.
+"""Write the recipe grids (twelve results x lab / gpu / paper, and bioR) from one table of scales.
 
     python configs/recipes/make_recipes.py          # rewrite configs/recipes/*.yaml
 
@@ -19,15 +19,13 @@ HERE = Path(__file__).resolve().parent
 
 # --------------------------------------------------------------------------- scales
 
-#: Tokens per rendered biography, <|eos|> included (measured on generated datasets).
-TOKENS_PER_DOC = {1024: 91, 4096: 85}
+#: Tokens per rendered document, <|eos|> included (measured on generated datasets): bioS with a
+#: 1024-token BPE, and the lab's bioD probe.
+TOKENS_PER_DOC = {"bios": 91, "probe": 56}
 #: Training throughput, tokens/s, for the cost estimates in each recipe's header. lab: measured
-#: by the smoke sweep (gpt2-2-1 at d 16 and 32, batch 4 x 128, one thread each: 70-100k tokens/s
-#: per worker), two workers; gpu: an estimate, not yet measured.
-THROUGHPUT = {"lab": 150_000, "gpu": 2_000_000}
-#: Lab runs at 100 exposures use batches of 2 windows (twice the steps; SPEC §8: small models
-#: need many small steps), at an assumed 2 x 50k tokens/s.
-LAB_100_RATE = 100_000
+#: (recipe 01's runs: GPT2-2-2 at d 16-32, batches of 4 x 128 tokens, one thread per worker:
+#: about 50k tokens/s each), two workers; gpu: an estimate, not yet measured.
+THROUGHPUT = {"lab": 100_000, "gpu": 2_000_000}
 
 SCALES = {
     "lab": "this 2-core CPU, `--workers 2`; about an hour per result at most",
@@ -39,10 +37,10 @@ SCALES = {
 def training(scale: str, exposures: int, **kw) -> dict:
     """Training defaults per scale; keyword arguments override."""
     if scale == "lab":
-        # lr and weight decay of the calibrated `kcap demo` (bioS(150), 800 exposures, 4 x 128
-        # token batches: 95% of the bits, 95% recall); halved batches at 100 exposures.
+        # Measured on the bioD probe (configs/README.md): lr 3e-3 (2e-3 stored a third less),
+        # weight decay 0.1, batches of 4 x 128 tokens (LAB_BATCH_100 windows at 100 exposures).
         t = {
-            "batch_size": 4 if exposures >= 300 else 2,
+            "batch_size": 4 if exposures >= 300 else LAB_BATCH_100,
             "window": 128,
             "lr": 3.0e-3,
             "weight_decay": 0.1,
@@ -62,9 +60,14 @@ def training(scale: str, exposures: int, **kw) -> dict:
 
 
 def measurement(scale: str, exposures: int) -> dict:
-    every = {"lab": 10_000 if exposures >= 1000 else 2_000, "gpu": 5_000, "paper": 20_000}[scale]
+    lab_every = 20_000 if exposures >= 1000 else 5_000 if exposures >= 300 else 2_000
+    every = {"lab": lab_every, "gpu": 5_000, "paper": 20_000}[scale]
     people = {"lab": 200, "gpu": 500, "paper": 1000}[scale]
-    return {"every": every, "during_max_people": people, "batch_size": 100}
+    return {
+        "every": every,
+        "during_max_people": people,
+        "batch_size": 200 if scale == "lab" else 100,
+    }
 
 
 def bios(scale: str, variant: str = "online") -> dict:
@@ -76,14 +79,22 @@ def bios(scale: str, variant: str = "online") -> dict:
     }
 
 
+#: The lab's knowledge data, standing in for bioS: the bioD probe. One-token values (K = 8
+#: attributes, each C = 1 chunk of L = 1 token from D = 128 values over T = 128 tokens) in one
+#: sentence template, so tiny models learn it; bioS's ~300 templates cost them most of their
+#: budget and they stay far from capacity (configs/README.md).
+LAB_PROBE = {"k": 8, "c": 1, "d": 128, "l": 1, "t": 128}
+
+
+def probe(**kw) -> dict:
+    return {"kind": "biod", "seed": 0, **LAB_PROBE, "vocab": 1024, **kw}
+
+
 def junk(scale: str, kind: str, domain: str = "none") -> dict:
-    d = {
-        "kind": "junk",
-        "seed": 0,
-        "ratio": 7,
-        "junk": kind,
-        "vocab": 4096 if scale == "paper" else 1024,
-    }
+    d = {"kind": "junk", "seed": 0, "ratio": 7, "junk": kind}
+    if scale == "lab":  # junk mixed into the probe: useful bioD people, bioD junk
+        d |= {"useful": "biod", **LAB_PROBE}
+    d["vocab"] = 4096 if scale == "paper" else 1024
     if domain != "none":
         d["domain"] = domain
     return d
@@ -91,8 +102,33 @@ def junk(scale: str, kind: str, domain: str = "none") -> dict:
 
 # --------------------------------------------------------------------------- model grids
 
-#: The lab's tiny models: (preset, d_model). P with a 1024-token BPE (about 730 used tokens).
-LAB = {"d16": ("gpt2-2-1", 16), "d24": ("gpt2-2-1", 24), "d32": ("gpt2-2-1", 32)}
+#: The lab's models: GPT2-2-2 (two heads) at d = 16, 24, 32; P ~ 19k, 33k, 50k on the probe.
+LAB_PRESET = "gpt2-2-2"
+#: Batches at 100 exposures, in windows of 128 tokens (measured: configs/README.md).
+LAB_BATCH_100 = 4
+#: The lab's 100-exposure grid: d_model -> N (recipe 04, the baseline of 06, 07 and 09-12).
+LAB_100 = {32: [1600, 800, 400], 24: [1600, 800, 400], 16: [800, 400, 200]}
+#: N of the lab's other 100-exposure studies (d 32): two datasets it cannot fully store.
+LAB_100_N = [800, 400]
+#: Training tokens/s of the lab's 32-expert MoE (d16), two workers: an estimate.
+MOE_LAB_RATE = 50_000
+
+
+def width_blocks(table: dict[int, list[int]]) -> list[dict]:
+    """One block per lab width: d_model -> the N it meets."""
+    return [
+        {"name": f"d{d}", "set": {"model.overrides.d_model": d}, "product": {"dataset.n": ns}}
+        for d, ns in table.items()
+    ]
+
+
+def lab_archs(archs: dict, d: int) -> dict:
+    """A zip block over architectures at the lab's shape: 2 layers, 2 heads, width d."""
+    return {
+        "model.preset": [f"{p.split('-')[0]}-2-2" for p, _ in archs.values()],
+        "model.overrides": [{**o, "d_model": d, "n_head": 2} for _, o in archs.values()],
+    }
+
 
 #: The GPU scale's small GPT2 shapes (d = 64h unless given): P ~ 48k, 90k, 145k, 244k, 486k,
 #: 880k, 1.7M with a 1024-token BPE.
@@ -319,7 +355,7 @@ def recipes() -> dict[str, dict]:
 
     lab_base = lambda ds, e, **t: {  # noqa: E731
         "dataset": ds,
-        "model": {"preset": "gpt2-2-1"},
+        "model": {"preset": LAB_PRESET, "overrides": {"d_model": 32, "n_head": 2}},
         "training": training("lab", e, **t),
         "measurement": measurement("lab", e),
     }
@@ -335,11 +371,12 @@ def recipes() -> dict[str, dict]:
         "training": training("paper", e, **t),
         "measurement": measurement("paper", e),
     }
-    lab_d = lambda *names: {"model.overrides.d_model": [LAB[n][1] for n in names]}  # noqa: E731
+    lab_d = lambda *ds: {"model.overrides.d_model": list(ds)}  # noqa: E731
+    stand_in = "On the bioD probe, the lab's stand-in for bioS (configs/README.md). "
 
     # 1 -- bioS, 1000 exposures, GPT2 (Figure 1a)
     c1 = "peak R >= 2 for every N, any depth/width; no model above 2.3"
-    lab1 = {"d16": [100, 200, 400, 800, 1600], "d24": [100, 200, 400, 800], "d32": [200, 400, 800]}
+    lab1 = {32: [1600, 800], 24: [1600, 800, 400], 16: [800, 400, 200]}
     add(
         "01-bios-1000-lab",
         1,
@@ -347,20 +384,14 @@ def recipes() -> dict[str, dict]:
         "Figure 1(a)",
         c1,
         {
-            "base": lab_base(bios("lab"), 1000),
-            "blocks": [
-                {
-                    "name": k,
-                    "set": {"model.overrides.d_model": LAB[k][1]},
-                    "product": {"dataset.n": ns},
-                }
-                for k, ns in lab1.items()
-            ],
+            "base": lab_base(probe(), 1000),
+            "blocks": width_blocks(lab1),
         },
-        cost=_cost("lab", [n for ns in lab1.values() for n in ns], 1000),
-        notes="P is about 18k (d16), 31k (d24) and 48k (d32). Each model meets datasets of "
-        "more bits than 2 bits/param could hold (about 66 bits per person), so bits "
-        "must stop rising with N: d16 is taken to N = 1600 in case tiny models reach 2.",
+        calibrated=True,
+        cost=_cost("lab", [n for ns in lab1.values() for n in ns], 1000, per_doc="probe"),
+        notes=stand_in + "P is about 19k (d16), 33k (d24) and 50k (d32); each model meets "
+        "datasets of more bits (about 74 per person) than it holds, so its bits stop rising "
+        "with N.",
     )
     gpu_n = {1000: 4, 2000: 8, 5000: 16}
     add(
@@ -398,11 +429,13 @@ def recipes() -> dict[str, dict]:
         c2,
         {
             "base": lab_base(bios("lab", "simple"), 1000),
-            "product": {"dataset.n": [100, 200, 400, 800], **lab_d("d16", "d24")},
+            "product": {"dataset.n": [400, 800], **lab_d(24, 32)},
         },
-        cost=_cost("lab", [100, 200, 400, 800] * 2, 1000),
-        notes="bioR is not run at lab scale: paraphrasing with a local LLM on 2 CPU cores "
-        "would take days. Compare with 01-bios-1000-lab (same models and N).",
+        cost=_cost("lab", [400, 800] * 2, 1000),
+        notes="Whether one template per attribute makes bioS learnable by the lab's models is "
+        "not measured yet (bioS itself is not: configs/README.md), and the lab has no bioS law "
+        "to compare with. bioR is not run at lab scale: paraphrasing with a local LLM on 2 "
+        "CPU cores would take days.",
     )
     add(
         "02-simple-gpu",
@@ -472,7 +505,7 @@ def recipes() -> dict[str, dict]:
 
     # 3 -- bioD (Figures 2, 12, 13); settings vary one parameter at a time
     c3 = "peak R >= 2 across K, C, D, L, T"
-    lab_settings = [(8, 1, 128, 1, 128), (4, 2, 64, 2, 32)]
+    lab_settings = [(8, 1, 128, 1, 128), (4, 2, 128, 1, 128)]
     add(
         "03-biod-lab",
         3,
@@ -480,11 +513,14 @@ def recipes() -> dict[str, dict]:
         "Figures 2, 12, 13",
         c3,
         {
-            "base": lab_base({"kind": "biod", "seed": 0, "vocab": 400}, 1000),
+            "base": lab_base(probe(), 1000),
             "zip": [_biod_zip(lab_settings)],
-            "product": {"dataset.n": [150, 300, 600], **lab_d("d16", "d24")},
+            "product": {"dataset.n": [800, 1600], **lab_d(24, 32)},
         },
-        cost=_cost("lab", [150, 300, 600] * 4, 1000, per_doc=56),
+        cost=_cost("lab", [800, 1600] * 2, 1000, per_doc="probe") + " for the C = 2 setting (the "
+        "probe's runs are 01-bios-1000-lab's)",
+        notes="The probe and the same 8 value tokens per person as 4 attributes of 2 chunks. "
+        "bioD's bound needs R_max >= 2.1 to test R >= 2: the lab's R is about 1.",
     )
     gpu_settings = [(8, 1, 128, 1, 128), (4, 2, 64, 2, 32), (2, 8, 16, 2, 16)]
     add(
@@ -501,7 +537,7 @@ def recipes() -> dict[str, dict]:
             "product": {"dataset.n": [2000, 8000]},
             "blocks": [{"zip": models(GPU_1000[:4])}],
         },
-        cost=_cost("gpu", [2000, 8000] * 3 * 4, 1000, per_doc=55),
+        cost=_cost("gpu", [2000, 8000] * 3 * 4, 1000, per_doc="probe"),
     )
     paper_settings = [
         (8, 2, 100, 2, 100),
@@ -565,13 +601,12 @@ def recipes() -> dict[str, dict]:
         "Figure 1(b)",
         c4,
         {
-            "base": lab_base(bios("lab"), 100),
-            "product": {"dataset.n": [200, 400, 800, 1600], **lab_d("d16", "d24", "d32")},
+            "base": lab_base(probe(), 100),
+            "blocks": width_blocks(LAB_100),
         },
-        cost=_cost("lab", [200, 400, 800, 1600] * 3, 100, rate=LAB_100_RATE),
-        notes="The smoke sweep (batch 4) stored 0 bits at 100 exposures with these models; "
-        "batches of 2 double the optimizer steps. Expect a small R: at this size 100 "
-        "exposures are barely enough to start memorising (SPEC §8).",
+        calibrated=True,
+        cost=_cost("lab", [n for ns in LAB_100.values() for n in ns], 100, per_doc="probe"),
+        notes=stand_in + "The same models as 01-bios-1000-lab.",
     )
     gpu_n100 = {10_000: 4, 20_000: 8, 50_000: 16}
     add(
@@ -615,18 +650,13 @@ def recipes() -> dict[str, dict]:
         "Figure 3",
         c5,
         {
-            "base": lab_base(bios("lab"), 1000),
-            "zip": [
-                {
-                    "model.preset": [p for p, _ in archs.values()],
-                    "model.overrides": [{**o, "d_model": 16} for _, o in archs.values()],
-                }
-            ],
-            "product": {"dataset.n": [200, 400]},
+            "base": lab_base(probe(), 1000),
+            "zip": [lab_archs(archs, 16)],
+            "product": {"dataset.n": [800, 400]},
         },
-        cost=_cost("lab", [200, 400] * 5, 1000),
-        notes="The GPT2 baseline is 01-bios-1000-lab's d16 model. One learning rate (the "
-        "paper's best-of-3 would triple the cost); mistral-2-2 has 2 query heads per "
+        cost=_cost("lab", [800, 400] * 5, 1000, per_doc="probe"),
+        notes=stand_in + "The GPT2 baseline is 01-bios-1000-lab's d16 model. One learning rate "
+        "(the paper's best-of-3 would triple the cost); Mistral has 2 query heads per "
         "key/value head.",
     )
     gpu_arch_blocks = []
@@ -695,17 +725,12 @@ def recipes() -> dict[str, dict]:
         "Figure 4",
         c6,
         {
-            "base": lab_base(bios("lab"), 100),
-            "zip": [
-                {
-                    "model.preset": [p for p, _ in archs6.values()],
-                    "model.overrides": [{**o, "d_model": 16} for _, o in archs6.values()],
-                }
-            ],
-            "product": {"dataset.n": [800, 1600]},
+            "base": lab_base(probe(), 100),
+            "zip": [lab_archs(archs6, 32)],
+            "product": {"dataset.n": LAB_100_N},
         },
-        cost=_cost("lab", [800, 1600] * 4, 100, rate=LAB_100_RATE),
-        notes="The GPT2 baseline is 04-bios-100-lab's d16 model.",
+        cost=_cost("lab", LAB_100_N * 4, 100, per_doc="probe"),
+        notes=stand_in + "The GPT2 baseline is 04-bios-100-lab's d32 model.",
     )
     gpu6 = []
     for name, (p, o) in archs6.items():
@@ -772,13 +797,17 @@ def recipes() -> dict[str, dict]:
         "Figure 5",
         c7,
         {
-            "base": lab_base(bios("lab"), 100),
-            "product": {"model": abl, "dataset.n": [800, 1600]},
-            "set": {"model.preset": "llama-2-1", "model.overrides.d_model": 16},
+            "base": lab_base(probe(), 100),
+            "product": {"model": abl, "dataset.n": LAB_100_N},
+            "set": {
+                "model.preset": "llama-2-2",
+                "model.overrides.d_model": 32,
+                "model.overrides.n_head": 2,
+            },
         },
-        cost=_cost("lab", [800, 1600] * 4, 100, rate=LAB_100_RATE),
-        notes="Steps 1-5 of configs/ablations/; step 0 (LLaMA) and GPT2 are 06-arch-100-lab "
-        "and 04-bios-100-lab.",
+        cost=_cost("lab", LAB_100_N * 4, 100, per_doc="probe"),
+        notes=stand_in + "Steps 2-5 of configs/ablations/; step 1 (LLaMA) and GPT2 are "
+        "06-arch-100-lab and 04-bios-100-lab.",
     )
     add(
         "07-llama-to-gpt2-gpu",
@@ -833,8 +862,8 @@ def recipes() -> dict[str, dict]:
         "Figures 6, 14, 15",
         c8,
         {
-            "base": lab_base(bios("lab"), 1000),
-            "product": {"dataset.n": [400, 800], **lab_d("d16", "d24")},
+            "base": lab_base(probe(), 1000),
+            "product": {"dataset.n": [1600, 800], **lab_d(24, 32)},
         },
         cost="0 if 01-bios-1000-lab has run (shared runs)",
         notes=q_note,
@@ -880,27 +909,14 @@ def recipes() -> dict[str, dict]:
         "Figures 7, 16, 17",
         c9,
         {
-            "base": lab_base(bios("lab"), 1000),
-            "set": {"model.preset": "gpt2-2-1-moe32", "model.overrides.d_model": 16},
-            "blocks": [
-                {"name": "1000 exposures", "product": {"dataset.n": [200, 400]}},
-                {
-                    "name": "100 exposures",
-                    "set": {
-                        "training.exposures": 100,
-                        "training.weight_decay": 0.01,
-                        "training.batch_size": 2,
-                        "measurement.every": 2000,
-                    },
-                    "product": {"dataset.n": [800, 1600]},
-                },
-            ],
+            "base": lab_base(probe(), 100),
+            "set": {"model.preset": "gpt2-2-2-moe32", "model.overrides.d_model": 16},
+            "product": {"dataset.n": [1600, 800]},
         },
-        cost=_cost("lab", [200, 400], 1000, rate=50_000)
-        + "; "
-        + _cost("lab", [800, 1600], 100, rate=35_000),
-        notes="Dense baselines: 01-bios-1000-lab and 04-bios-100-lab (d16). Routing 32 experts "
-        "is assumed ~3x slower per token on CPU than the dense model (not measured).",
+        cost=_cost("lab", [1600, 800], 100, per_doc="probe", rate=MOE_LAB_RATE),
+        notes=stand_in + "100 exposures only: at 1000 exposures the 32-expert model (P about "
+        "48k at d16) needs the N of 01-bios-1000-lab's d32 model, hours on this CPU. The dense "
+        "baseline is 04-bios-100-lab.",
     )
     add(
         "09-moe-gpu",
@@ -994,7 +1010,7 @@ def recipes() -> dict[str, dict]:
         needs = ["dataset.kind=junk"] + (["dataset.domain"] if domain != "none" else [])
         ds = lambda scale: junk(scale, kind, domain)  # noqa: B023, E731
         lab_panels = [e for e in panels if e <= 300]
-        lab_ns = {100: [400, 800, 1600], 300: [400]}
+        lab_ns = {100: LAB_100_N, 300: [400]}
         add(
             f"{stem}-lab",
             num,
@@ -1002,28 +1018,24 @@ def recipes() -> dict[str, dict]:
             figure,
             claim,
             {
-                "needs": needs,
+                "needs": [*needs, "dataset.useful"],
                 "base": lab_base(ds("lab"), 100),
-                "set": {"model.overrides.d_model": 16},
                 "blocks": [
                     {
                         "name": f"{e} exposures",
                         "set": {
                             "training.exposures": e,
-                            "training.batch_size": 4 if e >= 300 else 2,
-                            "measurement.every": 10_000 if e >= 300 else 2_000,
+                            "training.batch_size": training("lab", e)["batch_size"],
+                            "measurement.every": measurement("lab", e)["every"],
                         },
                         "product": {"dataset.n": lab_ns[e]},
                     }
                     for e in lab_panels
                 ],
             },
-            cost="; ".join(
-                _cost("lab", lab_ns[e], e, per_doc=91 * 8, rate=LAB_100_RATE if e < 300 else None)
-                for e in lab_panels
-            ),
-            notes="The no-junk reference is 04-bios-100-lab's d16 law. 600/1000 exposures run "
-            "at gpu and paper scale only.",
+            cost="; ".join(_cost("lab", lab_ns[e], e, per_doc="probe-junk") for e in lab_panels),
+            notes=stand_in + "Useful bioD probe people, bioD junk. The no-junk reference is "
+            "04-bios-100-lab's law (d32 here). 600/1000 exposures run at gpu and paper scale only.",
         )
         gpu_ns = {100: [5000, 10000, 20000], 300: [5000, 10000], 600: [5000], 1000: [2000, 5000]}
         add(
@@ -1085,8 +1097,18 @@ def _grid_for_bits(bits: float) -> list[str]:
 
 
 def _cost(
-    scale: str, ns: list[int], exposures: int, *, per_doc: int = 91, rate: int | None = None
+    scale: str,
+    ns: list[int],
+    exposures: int,
+    *,
+    per_doc: int | str = "bios",
+    rate: int | None = None,
 ) -> str:
+    """Training tokens and minutes; ``per_doc`` is tokens per person (a TOKENS_PER_DOC key, with
+    "-junk" for a 7:1 junk mixture's 8 tokens per useful one)."""
+    if isinstance(per_doc, str):
+        base, junk = per_doc.removesuffix("-junk"), per_doc.endswith("-junk")
+        per_doc = TOKENS_PER_DOC[base] * (8 if junk else 1)
     tokens = sum(ns) * exposures * per_doc
     seconds = tokens / (rate or THROUGHPUT[scale])
     return f"{tokens / 1e6:,.0f}M tokens, about {seconds / 60:,.0f} min"

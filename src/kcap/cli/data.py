@@ -38,6 +38,19 @@ VOCAB = typer.Option(2048, "--vocab", help="Tokenizer vocabulary size (BPE merge
 TOKENIZER = typer.Option("bpe", "--tokenizer", help="Tokenizer kind: bpe or word.")
 FORCE = typer.Option(False, "--force", help="Overwrite a non-empty --out.")
 JSON = typer.Option(False, "--json", help="Also print the manifest as JSON to stdout.")
+#: bioD's parameters, shared by `kcap data biod` and `kcap data junk --useful biod`.
+BIOD_HELP = {
+    "k": "Attributes per person K.",
+    "c": "Chunks per value C.",
+    "d": "Distinct chunks per attribute D (D <= T^L).",
+    "l": "Tokens per chunk L.",
+    "t": "Alphabet size T.",
+}
+
+
+def biod_option(name: str, default=..., note: str = ""):
+    """The ``--k``/``--c``/``--d``/``--l``/``--t`` option of a bioD parameter."""
+    return typer.Option(default, f"--{name}", help=BIOD_HELP[name] + note)
 
 
 def _build(fn, out: Path, force: bool, json_out: bool, **kwargs) -> None:
@@ -106,11 +119,11 @@ def bios(
 @app.command("biod")
 def biod(
     n: int = typer.Option(..., "--n", help="Number of people N."),
-    k: int = typer.Option(..., "--k", help="Attributes per person K."),
-    c: int = typer.Option(..., "--c", help="Chunks per value C."),
-    d: int = typer.Option(..., "--d", help="Distinct chunks per attribute D (D <= T^L)."),
-    l: int = typer.Option(..., "--l", help="Tokens per chunk L."),  # noqa: E741
-    t: int = typer.Option(..., "--t", help="Alphabet size T."),
+    k: int = biod_option("k"),
+    c: int = biod_option("c"),
+    d: int = biod_option("d"),
+    l: int = biod_option("l"),  # noqa: E741
+    t: int = biod_option("t"),
     seed: int = SEED,
     out: Path = OUT,
     vocab: int = VOCAB,
@@ -128,11 +141,19 @@ def biod(
 
 @app.command("junk")
 def junk(
-    n: int = typer.Option(..., "--n", help="Useful people N (bioS, what is measured)."),
+    n: int = typer.Option(..., "--n", help="Useful people N (what is measured)."),
     ratio: int = typer.Option(..., "--ratio", help="Junk tokens per useful token r (1, 3, 7)."),
     junk_kind: str = typer.Option(
-        ..., "--junk", help="random (fresh people, never repeated) or repetitive (bioS(1000))."
+        ..., "--junk", help="random (fresh people, never repeated) or repetitive (--junk-n)."
     ),
+    useful: str = typer.Option(
+        "bios", "--useful", help="Useful data (and junk): bios, or biod with --k --c --d --l --t."
+    ),
+    k: int | None = biod_option("k", None, " (--useful biod)"),
+    c: int | None = biod_option("c", None, " (--useful biod)"),
+    d: int | None = biod_option("d", None, " (--useful biod)"),
+    l: int | None = biod_option("l", None, " (--useful biod)"),  # noqa: E741
+    t: int | None = biod_option("t", None, " (--useful biod)"),
     domain_token: bool = typer.Option(
         False, "--domain-token", help="Prepend the special token <|wiki|> to useful biographies."
     ),
@@ -147,13 +168,15 @@ def junk(
     force: bool = FORCE,
     json_out: bool = JSON,
 ) -> None:
-    """Generate a junk mixture: bioS(N) is 1/(1+r) of the training tokens, junk the rest."""
-    from kcap.data.junk import build_junk, check_junk_args
+    """Generate a junk mixture: useful bioS(N) or bioD(N, K, C, D, L, T) is 1/(1+r) of the
+    training tokens, junk of the same kind the rest."""
+    from kcap.data.junk import build_junk, check_junk_args, useful_biod_params
 
     if domain_token and junk_token:
         raise KcapError("--junk-token", "give either --domain-token or --junk-token, not both")
     domain = "useful" if domain_token else "junk" if junk_token else "none"
-    check_junk_args(n, ratio, junk_kind, domain, junk_n)
+    shape = useful_biod_params(n, useful, k, c, d, l, t)
+    check_junk_args(n, ratio, junk_kind, domain, junk_n, shape)
     check_tokenizer_args(tokenizer, vocab)
     prepare_out_dir(out, force)
     _build(
@@ -167,6 +190,12 @@ def junk(
         seed=seed,
         domain=domain,
         junk_n=junk_n,
+        useful=useful,
+        k=k,
+        c=c,
+        d=d,
+        l=l,
+        t=t,
         vocab=vocab,
         tokenizer=tokenizer,
     )

@@ -1,7 +1,9 @@
-"""`kcap runs`: list the runs recorded in the results store (a Rich table, or JSON)."""
+"""`kcap runs`: list the runs recorded in the results store (a Rich table, JSON, or a CSV file)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from datetime import datetime
@@ -16,6 +18,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
 
 __all__ = ["runs"]
@@ -102,6 +105,45 @@ def _row(rec: RunRecord) -> list[str]:
     ]
 
 
+#: Columns of ``--csv``: one row per finished run, what a results table or a plot needs.
+CSV_COLUMNS = (
+    "run_id", "name", "family", "N", "exposures", "arch", "preset", "d_model", "lr", "P",
+    "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
+    "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
+)  # fmt: skip
+
+
+def csv_row(rec: RunRecord) -> dict[str, Any]:
+    """A finished run as one flat CSV row (CSV_COLUMNS)."""
+    cfg, m, t = rec.config, rec.metrics, rec.timings
+    model, bits = cfg.get("model", {}), m.get("bits", {})
+    overrides = model.get("overrides") or {}
+    return {
+        "run_id": rec.run_id,
+        "name": rec.name,
+        "family": family_label(cfg.get("dataset", {})),
+        "N": m.get("n_people"),
+        "exposures": cfg.get("training", {}).get("exposures"),
+        "arch": arch_label(model.get("preset", ""), overrides),
+        "preset": model.get("preset"),
+        "d_model": overrides.get("d_model"),
+        "lr": cfg.get("training", {}).get("lr"),
+        "P": m.get("P"),
+        "data_bits": round(m["data_bits"]),
+        "bits_stored": round(bits["total"]),
+        "name_bits": round(bits.get("name", 0)),
+        "value_bits": round(bits.get("value", 0)),
+        "diversity_bits": round(bits.get("diversity", 0)),
+        "fraction_stored": round(bits["total"] / m["data_bits"], 4),
+        "R": round(m["R"], 4),
+        "R_max": round(m["R_max"], 4),
+        "recall_accuracy": round(m["recall_accuracy"], 4),
+        "steps": t.get("steps"),
+        "tokens": t.get("tokens"),
+        "train_s": round(t["train_s"]) if "train_s" in t else None,
+    }
+
+
 def runs(
     db: Path = typer.Option(Path("kcap.db"), "--db", help="Path of the results store (SQLite)."),
     status: str | None = typer.Option(
@@ -109,6 +151,9 @@ def runs(
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print a JSON list of run records instead of a table."
+    ),
+    csv_out: Path | None = typer.Option(
+        None, "--csv", help="Write the finished runs as a flat CSV file (one row per run)."
     ),
 ) -> None:
     """List the runs recorded in the results store."""
@@ -121,6 +166,19 @@ def runs(
 
     with ResultsStore(db) as store:
         records = store.list_runs(status=status)
+
+    if csv_out is not None:
+        rows = [csv_row(r) for r in records if r.status == "finished"]
+        rows.sort(key=lambda r: (r["family"], r["exposures"] or 0, r["arch"], r["P"] or 0, r["N"]))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        tmp = csv_out.with_name(csv_out.name + ".tmp")  # never a half-written file
+        tmp.write_text(buf.getvalue())
+        tmp.replace(csv_out)
+        typer.echo(f"{len(rows)} finished runs -> {csv_out}")
+        return
 
     if json_out:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))

@@ -6,11 +6,14 @@ from that set. Symbols render as ``<tI>`` tokens that the tokenizer keeps whole 
 is absorbed into a chunk's first symbol). One template sentence per attribute, random order:
 "Anya Briar Forger's ID 7 is <t3><t9> <t5><t1>. Their ID 2 is ...". Pronouns are the neutral
 "Their", so no information outside the bit formula is in the text.
+
+`BioDPopulation.with_people` gives other people over the same chunk sets (the junk of a bioD
+junk mixture, `kcap.data.junk`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +59,15 @@ class BioDPopulation:
         chunks = np.stack(
             [_distinct_rows(rng, params.d, params.l, params.t) for _ in range(params.k)]
         )
-        values = rng.integers(0, params.d, (params.n, params.k, params.c), dtype=np.int32)
-        return cls(seed, params, name, chunks, values)
+        return cls(seed, params, name, chunks, _values(rng, params))
+
+    def with_people(self, name: np.ndarray, rng: np.random.Generator) -> BioDPopulation:
+        """People named ``name`` over this population's chunk sets, each value C chunks drawn
+        iid uniformly from ``rng`` (the same distribution as this population's values)."""
+        params = replace(self.params, n=len(name))
+        return BioDPopulation(
+            self.seed, params, np.asarray(name), self.chunks, _values(rng, params)
+        )
 
     def save(self, path: Path) -> None:
         p = self.params
@@ -89,6 +99,11 @@ class BioDPopulation:
 
     def value_text(self, person: int, attribute: int) -> str:
         return " ".join(self.chunk_text(attribute, int(c)) for c in self.values[person, attribute])
+
+
+def _values(rng: np.random.Generator, p: BioDParams) -> np.ndarray:
+    """Values [N, K, C]: chunk indices drawn iid uniformly from [0, D)."""
+    return rng.integers(0, p.d, (p.n, p.k, p.c), dtype=np.int32)
 
 
 def _distinct_rows(rng: np.random.Generator, d: int, length: int, t: int) -> np.ndarray:
@@ -140,6 +155,12 @@ class BioDRenderer:
                 pieces.append((" " + pop.chunk_text(a, c), VALUE_BASE + a, j))
             pieces.append((".", OTHER, 0))
         return Document(person, pieces)
+
+    def value_pieces(self) -> list[str]:
+        """The text of every value piece any person can have (every chunk, leading space)."""
+        pop = self.population
+        k, d = pop.params.k, pop.params.d
+        return [" " + pop.chunk_text(a, c) for a in range(k) for c in range(d)]
 
     def symbols(self) -> list[str]:
         """Every alphabet symbol the dataset may contain (the tokenizer keeps each whole)."""

@@ -109,14 +109,23 @@ class BioSSource:
 
 
 class BioDSource:
-    """bioD documents per exposure (sentence order re-drawn every exposure)."""
+    """bioD documents per exposure (sentence order re-drawn every exposure).
 
-    def __init__(self, population: BioDPopulation, seed: int, *, eval_: bool = False):
+    ``tag`` overrides the order stream, as for `BioSSource` (repetitive bioD junk)."""
+
+    def __init__(
+        self,
+        population: BioDPopulation,
+        seed: int,
+        *,
+        eval_: bool = False,
+        tag: int | None = None,
+    ):
         self.renderer = BioDRenderer(population)
         self.n = population.n
         self.k = population.params.k
         self.seed = seed
-        self.tag = TAG_EVAL if eval_ else TAG_TRAIN
+        self.tag = tag if tag is not None else TAG_EVAL if eval_ else TAG_TRAIN
         self.fixed = eval_
         self._cached: tuple[int, np.ndarray] | None = None
         self._lengths: tuple[KTokenizer, tuple[np.ndarray, np.ndarray]] | None = None
@@ -165,9 +174,10 @@ class BioDSource:
 
 
 #: Dataset kinds, and the measurement each one gets (`Dataset.measure_kind`): the bioS bound for
-#: bioS, bioR and the useful people of a junk mixture; the bioD bound; memorised random bits.
+#: bioS and bioR; the bioD bound; memorised random bits; a junk mixture gets its useful data's
+#: (``params.useful``: bioS when absent, or bioD).
 DATASET_KINDS = ("bios", "biod", "junk", "bior", "random")
-_MEASURE_KIND = {"bios": "bios", "biod": "biod", "junk": "bios", "bior": "bios", "random": "random"}
+_MEASURE_KIND = {"bios": "bios", "biod": "biod", "bior": "bios", "random": "random"}
 JUNK_POPULATION, REWRITES = "junk_population.npz", "rewrites.npz"
 
 
@@ -177,14 +187,14 @@ class Dataset:
 
     ``population`` holds what the measurement scores: bioS/bioR/junk the (useful) people, bioD
     its population, random strings the sequences. A junk mixture of repetitive junk also has its
-    ``junk_population``; bioR has its stored ``rewrites``.
+    ``junk_population`` (bioS or bioD, like its useful people); bioR has its stored ``rewrites``.
     """
 
     path: Path
     manifest: dict
     population: BioSPopulation | BioDPopulation | RandomStrings
     tokenizer: KTokenizer
-    junk_population: BioSPopulation | None = None
+    junk_population: BioSPopulation | BioDPopulation | None = None
     rewrites: Rewrites | None = None
 
     @property
@@ -194,7 +204,7 @@ class Dataset:
     @property
     def measure_kind(self) -> str:
         """Which measurement applies: "bios", "biod" or "random"."""
-        return _MEASURE_KIND[self.kind]
+        return _measure_kind_of(self.manifest)
 
     @property
     def n(self) -> int:
@@ -235,6 +245,13 @@ class Dataset:
         return self.manifest["bits"]
 
 
+def _measure_kind_of(manifest: dict) -> str:
+    """The measurement a dataset with this manifest gets (see `DATASET_KINDS`)."""
+    if manifest["kind"] == "junk":
+        return manifest["params"].get("useful", "bios")
+    return _MEASURE_KIND[manifest["kind"]]
+
+
 def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     manifest_path = path / MANIFEST
@@ -243,14 +260,13 @@ def load_dataset(path: str | Path) -> Dataset:
     kind = manifest.get("kind")
     require(kind in DATASET_KINDS, "dataset", f"{path}: unknown dataset kind {kind!r}")
     tok = KTokenizer.load(path / TOKENIZER)
-    if kind == "biod":
-        return Dataset(path, manifest, BioDPopulation.load(path / POPULATION), tok)
     if kind == "random":
         return Dataset(path, manifest, RandomStrings.load(path / POPULATION), tok)
-    people = BioSPopulation.load(path / POPULATION)
+    population = BioDPopulation if _measure_kind_of(manifest) == "biod" else BioSPopulation
+    people = population.load(path / POPULATION)
     junk = rewrites = None
     if (path / JUNK_POPULATION).is_file():
-        junk = BioSPopulation.load(path / JUNK_POPULATION)
+        junk = population.load(path / JUNK_POPULATION)
     if kind == "bior":
         from kcap.data.bior import Rewrites
 
@@ -379,9 +395,7 @@ def build_biod(
         (d.text for d in docs), vocab_size=vocab + len(symbols), kind=tokenizer, symbols=symbols
     )
     _say(progress, "counting used tokens")
-    used: set[int] = {tok.eos_id}
-    for doc in source.documents(0, np.arange(p.n)):
-        used.update(tok.encode_pieces(doc.pieces)[0])
+    used = _used_tokens_biod(source, tok)
     params = {"n": p.n, "k": p.k, "c": p.c, "d": p.d, "l": p.l, "t": p.t}
     bits = biod_bits(p.n, p.k, p.c, p.d, p.l, p.t)
     return _manifest("biod", params, seed, bits, tok, used, docs), pop, tok
@@ -399,6 +413,14 @@ def _used_tokens_bios(source: BioSSource, tok: KTokenizer) -> set[int]:
                             if kind in (LIT, PRONOUN):
                                 text = piece[0] if kind == LIT else piece[0][0]
                                 used.update(tok.piece_ids(text))
+    for doc in source.documents(0, np.arange(source.n)):
+        used.update(tok.encode_pieces(doc.pieces)[0])
+    return used
+
+
+def _used_tokens_biod(source: BioDSource, tok: KTokenizer) -> set[int]:
+    """Tokens of every person's rendered document."""
+    used: set[int] = {tok.eos_id}
     for doc in source.documents(0, np.arange(source.n)):
         used.update(tok.encode_pieces(doc.pieces)[0])
     return used

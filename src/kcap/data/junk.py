@@ -1,16 +1,20 @@
-"""Junk mixtures (paper §10, SPEC §2): useful bioS(N) diluted by random or repetitive junk.
+"""Junk mixtures (paper §10, SPEC §2): useful bioS(N) or bioD(N, K, C, D, L, T) diluted by
+random or repetitive junk of the same kind.
 
-A junk dataset is the useful bioS(N) population (the people the measurement scores; its bits are
-``bios_bits(N)``) plus a junk source the training stream draws the other r/(1+r) of its tokens
-from (`kcap.tokenization.mixture.MixtureStream` does the interleaving):
+A junk dataset is the useful population (the people the measurement scores: bioS(N) as
+``build_bios`` samples it, or with ``useful="biod"`` bioD(N, K, C, D, L, T) as ``build_biod``
+does; its bits are those of that plain dataset) plus a junk source the training stream draws the
+other r/(1+r) of its tokens from (`kcap.tokenization.mixture.MixtureStream` interleaves them):
 
-- ``random`` junk: bioS biographies of people drawn on the fly. Junk person k (k = 0, 1, ...)
-  has the k-th name of a keyed pseudo-random bijection onto the D = N0 - N names no useful person
-  has (`JunkNames`), and fresh uniform attributes. So junk never names a useful person and no
-  junk person repeats within D = 1.6e8 - N documents; longer runs (the name space is finite)
-  start a new, differently keyed cycle, in which each name again appears once.
-- ``repetitive`` junk: a fixed bioS(1000) population (names disjoint from the useful people),
-  cycled with fresh layouts and order every pass: "da Vinci painted the Mona Lisa" facts.
+- ``random`` junk: biographies of people drawn on the fly. Junk person k (k = 0, 1, ...)
+  has the k-th name of a keyed pseudo-random bijection onto the N0 - N names no useful person
+  has (`JunkNames`), and fresh uniform attributes (bioD: fresh values over the useful people's
+  chunk sets, the dataset's "pools"). So junk never names a useful person and no junk person
+  repeats within 1.6e8 - N documents; longer runs (the name space is finite) start a new,
+  differently keyed cycle, in which each name again appears once.
+- ``repetitive`` junk: a fixed population of ``junk_n`` = 1000 people (names disjoint from the
+  useful people; bioD: over the same chunk sets), stored with the dataset and cycled with fresh
+  layouts and order every pass: "da Vinci painted the Mona Lisa" facts.
 
 The domain token (`DOMAIN_TOKEN`, like a site name) is an optional special token prepended to
 every useful biography; the paper's alternative prepends `JUNK_TOKEN` to every junk biography
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from kcap.data import pools as P
+from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
 from kcap.data.bios import (
     TAG_JUNK,
     TAG_JUNK_LAYOUT,
@@ -35,16 +40,20 @@ from kcap.data.bios import (
     BioSRenderer,
     layouts,
     rng_for,
+    sample_names,
 )
-from kcap.data.bits import bios_bits
+from kcap.data.bits import biod_bits, bios_bits
 from kcap.data.dataset import (
     JUNK_POPULATION,
     TOKENIZER_SAMPLE,
+    BioDSource,
     BioSSource,
     _manifest,
     _say,
     _training_texts,
+    _used_tokens_biod,
     _used_tokens_bios,
+    check_biod_args,
     check_tokenizer_args,
     pool_texts,
 )
@@ -54,6 +63,9 @@ from kcap.errors import require
 from kcap.tokenization.tokenizer import KTokenizer
 
 JUNK_KINDS = ("random", "repetitive")
+Population = BioSPopulation | BioDPopulation
+#: What the useful people (and the junk) are: bioS, or bioD with the spec's K, C, D, L, T.
+USEFUL_KINDS = ("bios", "biod")
 #: Where a domain token goes: nowhere, every useful biography, or every junk biography.
 DOMAINS = ("none", "useful", "junk")
 DOMAIN_TOKEN, JUNK_TOKEN = "<|wiki|>", "<|junk|>"
@@ -134,10 +146,10 @@ class JunkNames:
 
 
 class RandomJunkSource:
-    """Endless random junk, as a `DocumentSource` of B = ``JUNK_BLOCK`` "people": its exposure
-    e renders junk people e·B .. e·B + B - 1 (names from `JunkNames`, attributes and layouts
-    keyed by (seed, e)), so the exposure stream's state is all the resumable state the junk
-    needs. ``Document.person`` is the global junk index k."""
+    """Endless random bioS junk, as a `DocumentSource` of B = ``JUNK_BLOCK`` "people": its
+    exposure e renders junk people e·B .. e·B + B - 1 (names from `JunkNames`, attributes and
+    layouts keyed by (seed, e)), so the exposure stream's state is all the resumable state the
+    junk needs. ``Document.person`` is the global junk index k."""
 
     n = JUNK_BLOCK
 
@@ -145,29 +157,54 @@ class RandomJunkSource:
         self.seed = seed
         self.names = JunkNames(seed, exclude)
         self._renderer = renderer
-        self._cached: tuple[int, BioSRenderer, np.ndarray, np.ndarray] | None = None
+        self._cached: tuple[int, Callable[[int], Document]] | None = None
+
+    def block_names(self, block: int) -> np.ndarray:
+        """The names of the B junk people of block ``block``."""
+        return self.names(block * self.n + np.arange(self.n, dtype=np.int64))
 
     def people(self, block: int) -> BioSPopulation:
         """The B junk people of block ``block``."""
-        k = block * self.n + np.arange(self.n, dtype=np.int64)
-        return BioSPopulation.from_names(
-            self.seed, self.names(k), rng_for(self.seed, TAG_JUNK, block)
-        )
+        rng = rng_for(self.seed, TAG_JUNK, block)
+        return BioSPopulation.from_names(self.seed, self.block_names(block), rng)
+
+    def _block(self, exposure: int) -> Callable[[int], Document]:
+        """Renders junk person p (0 <= p < B) of block ``exposure``."""
+        pop = self.people(exposure)
+        if self._renderer is None:
+            self._renderer = BioSRenderer(pop, "online")
+        renderer = self._renderer.for_population(pop)
+        tmpl, order = (a.tolist() for a in layouts(self.n, self.seed, TAG_JUNK_LAYOUT, exposure))
+        return lambda p: renderer.render(p, tmpl[p], order[p])
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
         if self._cached is None or self._cached[0] != exposure:
-            pop = self.people(exposure)
-            if self._renderer is None:
-                self._renderer = BioSRenderer(pop, "online")
-            tmpl, order = layouts(self.n, self.seed, TAG_JUNK_LAYOUT, exposure)
-            self._cached = (exposure, self._renderer.for_population(pop), tmpl, order)
-        _, renderer, tmpl, order = self._cached
+            self._cached = (exposure, self._block(exposure))
+        render = self._cached[1]
         base = exposure * self.n
-        rows = zip(people.tolist(), tmpl[people].tolist(), order[people].tolist(), strict=True)
-        for p, t, o in rows:
-            doc = renderer.render(p, t, o)
+        for p in people.tolist():
+            doc = render(p)
             doc.person = base + p
             yield doc
+
+
+class RandomBioDJunkSource(RandomJunkSource):
+    """Endless random bioD junk, as `RandomJunkSource`: junk people over the useful people's
+    chunk sets (same K, C, D, L, T), with fresh values and sentence orders keyed by (seed, e)."""
+
+    def __init__(self, seed: int, useful: BioDPopulation):
+        super().__init__(seed, useful.name)
+        self.useful = useful
+
+    def people(self, block: int) -> BioDPopulation:
+        rng = rng_for(self.seed, TAG_JUNK, block)
+        return self.useful.with_people(self.block_names(block), rng)
+
+    def _block(self, exposure: int) -> Callable[[int], Document]:
+        renderer = BioDRenderer(self.people(exposure))
+        k = self.useful.params.k
+        orders = biod_orders(self.n, k, self.seed, TAG_JUNK_LAYOUT, exposure)
+        return lambda p: renderer.render(p, orders[p])
 
 
 class TokenPrefixedSource:
@@ -190,26 +227,38 @@ class TokenPrefixedSource:
         return self.source.token_lengths(tok, exposure) + len(tok.piece_ids(self.token))
 
 
-def make_useful_source(people: BioSPopulation, seed: int, domain: str, *, eval_: bool = False):
+def population_source(
+    people: Population, seed: int, *, eval_: bool = False, tag: int | None = None
+) -> BioSSource | BioDSource:
+    """The (online) bioS or the bioD documents of ``people``, whichever they are."""
+    if isinstance(people, BioDPopulation):
+        return BioDSource(people, seed, eval_=eval_, tag=tag)
+    return BioSSource(people, "online", seed, eval_=eval_, tag=tag)
+
+
+def make_useful_source(people: Population, seed: int, domain: str, *, eval_: bool = False):
     """The useful people's biographies (training or evaluation), marked when ``domain`` says."""
-    source = BioSSource(people, "online", seed, eval_=eval_)
+    source = population_source(people, seed, eval_=eval_)
     return TokenPrefixedSource(source, DOMAIN_TOKEN) if domain == "useful" else source
 
 
 def make_junk_source(
     junk: str,
     seed: int,
-    useful_names: np.ndarray,
-    junk_people: BioSPopulation | None,
+    useful: Population,
+    junk_people: Population | None,
     domain: str,
     renderer: BioSRenderer | None = None,
 ):
-    """The junk biographies: random people never among ``useful_names``, or ``junk_people``
-    cycled; marked when ``domain`` says. ``renderer`` shares prepared tables (optional)."""
-    if junk == "random":
-        source = RandomJunkSource(seed, useful_names, renderer)
+    """The junk biographies: random people never among the ``useful`` people (of their kind),
+    or ``junk_people`` cycled; marked when ``domain`` says. ``renderer`` shares prepared bioS
+    tables (optional)."""
+    if junk == "repetitive":
+        source = population_source(junk_people, seed, tag=TAG_JUNK_LAYOUT)
+    elif isinstance(useful, BioDPopulation):
+        source = RandomBioDJunkSource(seed, useful)
     else:
-        source = BioSSource(junk_people, "online", seed, tag=TAG_JUNK_LAYOUT)
+        source = RandomJunkSource(seed, useful.name, renderer)
     return TokenPrefixedSource(source, JUNK_TOKEN) if domain == "junk" else source
 
 
@@ -225,7 +274,7 @@ def junk_source(dataset):
     return make_junk_source(
         params["junk"],
         dataset.manifest["seed"],
-        dataset.population.name,
+        dataset.population,
         dataset.junk_population,
         params["domain"],
     )
@@ -234,7 +283,15 @@ def junk_source(dataset):
 # ----------------------------------------------------------------------------- generation
 
 
-def check_junk_args(n: int, ratio: int, junk: str, domain: str, junk_n: int) -> None:
+def check_junk_args(
+    n: int,
+    ratio: int,
+    junk: str,
+    domain: str,
+    junk_n: int,
+    biod: BioDParams | None = None,
+) -> None:
+    """Validate a mixture (of useful bioD people with parameters ``biod`` when given)."""
     require(1 <= n <= P.N0 // 2, "--n", f"must be between 1 and N0/2 = {P.N0 // 2:,}; got {n}")
     require(
         ratio >= 1, "--ratio", f"must be a positive integer (junk tokens per useful); got {ratio}"
@@ -242,6 +299,82 @@ def check_junk_args(n: int, ratio: int, junk: str, domain: str, junk_n: int) -> 
     require(junk in JUNK_KINDS, "--junk", f"must be one of {', '.join(JUNK_KINDS)}; got {junk!r}")
     require(domain in DOMAINS, "--domain", f"must be one of {', '.join(DOMAINS)}; got {domain!r}")
     require(1 <= junk_n <= P.N0 - n, "--junk-n", f"must be between 1 and N0 - N; got {junk_n}")
+    if biod is not None:
+        check_biod_args(biod)
+
+
+def useful_biod_params(
+    n: int,
+    useful: str,
+    k: int | None,
+    c: int | None,
+    d: int | None,
+    l: int | None,  # noqa: E741
+    t: int | None,
+) -> BioDParams | None:
+    """The useful bioD(N, K, C, D, L, T) of a mixture (None for bioS): all five of K, C, D, L, T
+    with ``useful="biod"``, none of them otherwise."""
+    kinds = ", ".join(USEFUL_KINDS)
+    require(useful in USEFUL_KINDS, "--useful", f"must be one of {kinds}; got {useful!r}")
+    given = {"--k": k, "--c": c, "--d": d, "--l": l, "--t": t}
+    for flag, value in given.items():
+        if useful == "biod":
+            require(value is not None, flag, "is required with --useful biod")
+        else:
+            require(value is None, flag, "is a bioD parameter: give it with --useful biod")
+    return BioDParams(n, k, c, d, l, t) if useful == "biod" else None
+
+
+def _junk_population(useful: Population, junk_n: int, seed: int) -> Population:
+    """The fixed people of repetitive junk: names disjoint from the useful people's, attributes
+    drawn like theirs (bioD: over their chunk sets), from the junk population's own stream."""
+    if isinstance(useful, BioSPopulation):
+        return BioSPopulation.sample(junk_n, seed, exclude=useful.name, tag=TAG_JUNK_POPULATION)
+    rng = rng_for(seed, TAG_JUNK_POPULATION)
+    return useful.with_people(sample_names(rng, junk_n, useful.name), rng)
+
+
+def _name_part_texts() -> list[str]:
+    """Every name part as random junk renders it (over a run it reaches every one)."""
+    pools = P.load_pools()
+    return [*pools.first, *(" " + m for m in pools.middle), *(" " + x for x in pools.last)]
+
+
+def _train_tokenizer(
+    docs: list[Document], useful_src: BioSSource | BioDSource, vocab: int, kind: str
+) -> KTokenizer:
+    """The mixture's tokenizer: trained on useful and junk documents plus every name part (and
+    bioS every pool value), bioD symbols kept whole; both markers reserved."""
+    markers = [DOMAIN_TOKEN, JUNK_TOKEN]
+    if isinstance(useful_src, BioSSource):
+        texts = _training_texts(docs, pool_texts(names=True))
+        return KTokenizer.train(texts, vocab_size=vocab, kind=kind, special_tokens=markers)
+    symbols = useful_src.renderer.symbols()
+    return KTokenizer.train(
+        _training_texts(docs, _name_part_texts()),
+        vocab_size=vocab + len(symbols),
+        kind=kind,
+        special_tokens=markers,
+        symbols=symbols,
+    )
+
+
+def _used_tokens(
+    tok: KTokenizer, useful_src: BioSSource | BioDSource, junk_src, junk: str
+) -> set[int]:
+    """Tokens the mixture can hold: the useful documents' (bioS: every template form), and the
+    junk's: repetitive junk its documents; random junk, over a run, every name part and value."""
+    if isinstance(useful_src, BioSSource):
+        used = _used_tokens_bios(useful_src, tok)
+    else:
+        used = _used_tokens_biod(useful_src, tok)
+    if junk == "random":
+        for text in [*_name_part_texts(), *useful_src.renderer.value_pieces()]:
+            used.update(tok.piece_ids(text))
+    else:
+        for doc in junk_src.documents(0, np.arange(junk_src.n)):
+            used.update(tok.encode_pieces(doc.pieces)[0])
+    return used
 
 
 def build_junk(
@@ -252,65 +385,63 @@ def build_junk(
     *,
     domain: str = "none",
     junk_n: int = REPETITIVE_N,
+    useful: str = "bios",
+    k: int | None = None,
+    c: int | None = None,
+    d: int | None = None,
+    l: int | None = None,  # noqa: E741
+    t: int | None = None,
     vocab: int = 2048,
     tokenizer: str = "bpe",
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict, BioSPopulation, KTokenizer, dict]:
-    """Sample the useful bioS(N) (identical to ``build_bios(N, seed)``'s people) and, for
+) -> tuple[dict, Population, KTokenizer, dict]:
+    """Sample the useful people -- bioS(N), identical to ``build_bios(N, seed)``'s, or with
+    ``useful="biod"`` bioD(N, k, c, d, l, t), identical to ``build_biod``'s -- and, for
     repetitive junk, the junk population; train the tokenizer; compute the manifest."""
-    check_junk_args(n, ratio, junk, domain, junk_n)
+    shape = useful_biod_params(n, useful, k, c, d, l, t)
+    check_junk_args(n, ratio, junk, domain, junk_n, shape)
     check_tokenizer_args(tokenizer, vocab)
     _say(progress, "sampling populations")
-    useful = BioSPopulation.sample(n, seed)
-    useful_src = BioSSource(useful, "online", seed)
+    people = BioSPopulation.sample(n, seed) if shape is None else BioDPopulation.sample(shape, seed)
+    useful_src = population_source(people, seed)
     extras: dict = {}
     junk_pop = None
     if junk == "repetitive":
-        junk_pop = BioSPopulation.sample(junk_n, seed, exclude=useful.name, tag=TAG_JUNK_POPULATION)
-        extras[JUNK_POPULATION] = junk_pop
-    junk_src = make_junk_source(junk, seed, useful.name, junk_pop, "none", useful_src.renderer)
+        junk_pop = extras[JUNK_POPULATION] = _junk_population(people, junk_n, seed)
+    renderer = useful_src.renderer if isinstance(useful_src, BioSSource) else None
+    junk_src = make_junk_source(junk, seed, people, junk_pop, "none", renderer)
     docs = list(useful_src.documents(0, np.arange(min(n, TOKENIZER_SAMPLE))))
     junk_docs = list(junk_src.documents(0, np.arange(min(junk_src.n, TOKENIZER_SAMPLE))))
     _say(progress, "training tokenizer")
-    tok = KTokenizer.train(
-        _training_texts(docs + junk_docs, pool_texts(names=True)),
-        vocab_size=vocab,
-        kind=tokenizer,
-        special_tokens=[DOMAIN_TOKEN, JUNK_TOKEN],
-    )
+    tok = _train_tokenizer(docs + junk_docs, useful_src, vocab, tokenizer)
     _say(progress, "counting used tokens")
-    used = _used_tokens_bios(useful_src, tok)
-    if junk == "random":  # over a run, random junk reaches every name part and every value
-        pools = P.load_pools()
-        for text in [
-            *pools.first,
-            *(" " + m for m in pools.middle),
-            *(" " + x for x in pools.last),
-        ]:
-            used.update(tok.piece_ids(text))
-        for text in useful_src.renderer.value_pieces():
-            used.update(tok.piece_ids(text))
-    else:
-        for doc in junk_src.documents(0, np.arange(junk_n)):
-            used.update(tok.encode_pieces(doc.pieces)[0])
+    used = _used_tokens(tok, useful_src, junk_src, junk)
     marker = {"useful": DOMAIN_TOKEN, "junk": JUNK_TOKEN}.get(domain)
     if marker:
         used.add(tok.hf.token_to_id(marker))
-    params = {"n": n, "ratio": ratio, "junk": junk, "domain": domain}
+    params: dict = {"n": n, "ratio": ratio, "junk": junk, "domain": domain}
+    if shape is not None:  # absent: bioS (the manifests of bioS mixtures are unchanged)
+        params.update(useful="biod", k=k, c=c, d=d, l=l, t=t)
     if junk == "repetitive":
         params["junk_n"] = junk_n
     if marker == DOMAIN_TOKEN:
         docs = list(
             TokenPrefixedSource(useful_src, DOMAIN_TOKEN).documents(0, np.arange(len(docs)))
         )
-    manifest = _manifest("junk", params, seed, bios_bits(n), tok, used, docs, list(ATTRIBUTES))
-    manifest["templates"] = {a: len(t) for a, t in load_templates().items()}
+    if shape is None:
+        bits, attributes = bios_bits(n), list(ATTRIBUTES)
+    else:
+        bits, attributes = biod_bits(n, k, c, d, l, t), None  # None: "ID 1".."ID K"
+    manifest = _manifest("junk", params, seed, bits, tok, used, docs, attributes)
+    if shape is None:
+        manifest["templates"] = {a: len(ts) for a, ts in load_templates().items()}
+    kind_name = "bioS" if shape is None else "bioD"
     manifest["mixture"] = {
         "useful_token_fraction": 1 / (1 + ratio),
         "window_pattern": "window k is useful iff k % (ratio + 1) == 0",
         "marker_token": marker,
         "junk_people": "drawn on the fly, never a useful name"
         if junk == "random"
-        else f"bioS({junk_n}) cycled",
+        else f"{kind_name}({junk_n}) cycled",
     }
-    return manifest, useful, tok, extras
+    return manifest, people, tok, extras

@@ -229,8 +229,8 @@ def arch_label(preset_name: str, overrides: dict | None = None) -> str:
 
 def family_label(dataset: dict) -> str:
     """bioS, bioS-simple, bioS-fullname, bioD, bioR, random-strings, or a junk mixture such as
-    bioS+random-junk-7:1 (+domain-token when the useful data carries one, +junk-token when the
-    junk does)."""
+    bioS+random-junk-7:1 or bioD+repetitive-junk-7:1 (named by its useful data; +domain-token
+    when the useful data carries one, +junk-token when the junk does)."""
     kind = dataset.get("kind", "bios")
     if kind == "biod":
         return "bioD"
@@ -239,7 +239,8 @@ def family_label(dataset: dict) -> str:
     if kind == "random":
         return "random-strings"
     if kind == "junk":
-        name = f"bioS+{dataset.get('junk', 'random')}-junk-{dataset.get('ratio', '?')}:1"
+        useful = {"bios": "bioS", "biod": "bioD"}.get(dataset.get("useful") or "bios", "?")
+        name = f"{useful}+{dataset.get('junk', 'random')}-junk-{dataset.get('ratio', '?')}:1"
         domain = dataset.get("domain") or "none"
         return name + {"none": "", "useful": "+domain-token", "junk": "+junk-token"}.get(
             domain, f"+{domain}"

@@ -309,12 +309,21 @@ def run_name(cfg: RunConfig) -> str:
     body = cfg.model_dump()
     body.pop("name", None)
     d, m, t = cfg.dataset, cfg.model, cfg.training
+    biod = f"biod-n{d.n}-k{d.k}c{d.c}d{d.d}l{d.l}t{d.t}"
     if d.path is not None:
         data = "data"
     elif d.kind == "bios":
         data = "bios" + ("" if d.variant == "online" else f"-{d.variant}") + f"-n{d.n}"
+    elif d.kind == "biod":
+        data = biod
+    elif d.kind == "junk":
+        marker = "" if d.domain in (None, "none") else f"-{d.domain}-token"
+        useful = biod if d.useful == "biod" else f"bios-n{d.n}"
+        data = f"junk-{d.junk}-r{d.ratio}{marker}-{useful}"
+    elif d.kind == "bior":
+        data = f"bior-n{d.n}-w{d.rewrites}"
     else:
-        data = f"biod-n{d.n}-k{d.k}c{d.c}d{d.d}l{d.l}t{d.t}"
+        data = f"random-m{d.m}-s{d.s}-v{d.v}"
     width = m.overrides.get("d_model")
     model = (
         m.preset + (f"-d{width}" if width else "") + ("+" if set(m.overrides) - {"d_model"} else "")

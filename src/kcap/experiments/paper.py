@@ -14,6 +14,11 @@ it was measured at, and a verdict:
 bits/param (a lower bound on capacity); comparisons between groups use the same kind for both.
 Tolerances: "≥ 2" passes at 1.9, "≤ 2.3" at 2.4, "about" means within 20%.
 
+The paper measures results 1 and 4-12 on bioS. Tiny CPU models learn bioS's ~300 sentence
+templates too slowly to reach their capacity, so the lab scale measures them on a one-template
+bioD probe instead (configs/README.md): where a store has no bioS runs for such a claim, its
+bioD runs stand in, and the finding's scale says so.
+
 Also here: `PAPER_LAWS`, the paper's capacity constants by (exposures, architecture) with their
 sources, which `kcap plan` uses when the results store has no law of its own.
 """
@@ -25,8 +30,11 @@ from dataclasses import dataclass, field
 
 from kcap.experiments.analysis import Law, describe_scale, find
 
-__all__ = ["CLAIMS", "PAPER_LAWS", "Claim", "Finding", "PaperLaw", "evaluate_all"]
+__all__ = ["CLAIMS", "LAB_BASE", "PAPER_BASE", "PAPER_LAWS", "Claim", "Finding", "PaperLaw"]
+__all__ += ["evaluate_all"]
 
+#: The knowledge dataset of results 1 and 4-12, and the lab's stand-in for it.
+PAPER_BASE, LAB_BASE = "bioS", "bioD"
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not yet measured")
 
 
@@ -47,8 +55,9 @@ class Claim:
     claim: str
     figure: str  # the paper's figure
     recipe: str  # configs/recipes/<recipe>-<scale>.yaml
-    evaluate: Callable[[list[Law]], Finding]
+    evaluate: Callable[[list[Law], str], Finding]  # (laws, base family) -> finding
     needs: str | None = None  # a kcap feature the claim's runs need, when it has not landed
+    stand_in: bool = True  # a bioS claim that bioD runs may stand in for (not results 2, 3)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -117,7 +126,7 @@ def _none(claim_needs: str | None = None) -> Finding:
     return Finding("—", "—", "not yet measured", detail)
 
 
-def _find(laws, family="bioS", exposures=1000, arch="gpt2", quant=None):
+def _find(laws, family=PAPER_BASE, exposures=1000, arch="gpt2", quant=None):
     return find(laws, family=family, exposures=exposures, arch=arch, quant=quant)
 
 
@@ -150,8 +159,8 @@ def _peak_check(c: _Checks, law: Law, level: float) -> float | None:
     return low
 
 
-def _r1(laws: list[Law]) -> Finding:
-    law = _find(laws)
+def _r1(laws: list[Law], base: str) -> Finding:
+    law = _find(laws, base)
     if law is None:
         return _none()
     c = _Checks()
@@ -162,8 +171,8 @@ def _r1(laws: list[Law]) -> Finding:
     return Finding(measured, _scale(law), c.verdict(), c.detail(), f"capacity-{law.slug}")
 
 
-def _r2(laws: list[Law]) -> Finding:
-    base = _find(laws)
+def _r2(laws: list[Law], base: str) -> Finding:
+    bios = _find(laws, base)
     found = [(fam, _find(laws, family=fam)) for fam in ("bioS-simple", "bioR")]
     found = [(fam, law) for fam, law in found if law is not None]
     if not found:
@@ -174,7 +183,7 @@ def _r2(laws: list[Law]) -> Finding:
         r, kind = _cap(law)
         parts.append(f"{fam}: {_r_text(law)}")
         c.add(f"{fam} about 2 ({kind} {r:.2f})", r >= 1.6)
-        ratio, kind = _ratio(law, base)
+        ratio, kind = _ratio(law, bios)
         if ratio is None:
             c.add(f"{fam} slightly below bioS (no bioS runs at 1000 exposures)", None, main=False)
         else:
@@ -192,7 +201,7 @@ def _r2(laws: list[Law]) -> Finding:
     )
 
 
-def _r3(laws: list[Law]) -> Finding:
+def _r3(laws: list[Law], base: str) -> Finding:
     law = _find(laws, family="bioD")
     if law is None:
         return _none()
@@ -214,13 +223,13 @@ def _r3(laws: list[Law]) -> Finding:
     return Finding(measured, _scale(law), c.verdict(), c.detail(), figure)
 
 
-def _r4(laws: list[Law]) -> Finding:
-    law = _find(laws, exposures=100)
+def _r4(laws: list[Law], base: str) -> Finding:
+    law = _find(laws, base, exposures=100)
     if law is None:
         return _none()
     c = _Checks()
     low = _peak_check(c, law, 1.0)
-    ratio, kind = _ratio(_find(laws), law)
+    ratio, kind = _ratio(_find(laws, base), law)
     if ratio is not None:
         c.add(
             f"at most 2× below 1000 exposures ({kind} ratio {ratio:.2f})", ratio <= 2.2, main=False
@@ -231,10 +240,12 @@ def _r4(laws: list[Law]) -> Finding:
     )
 
 
-def _arch_checks(laws, exposures, rules) -> Finding:
+def _arch_checks(laws, base, exposures, rules) -> Finding:
     """rules: (arch, low, high, text): gpt2/arch capacity ratio must lie in [low, high]."""
-    gpt2 = _find(laws, exposures=exposures)
-    others = [(a, lo, hi, t, _find(laws, exposures=exposures, arch=a)) for a, lo, hi, t in rules]
+    gpt2 = _find(laws, base, exposures=exposures)
+    others = [
+        (a, lo, hi, t, _find(laws, base, exposures=exposures, arch=a)) for a, lo, hi, t in rules
+    ]
     present = [o for o in others if o[4] is not None]
     if not present:
         return _none()
@@ -260,10 +271,11 @@ def _arch_checks(laws, exposures, rules) -> Finding:
     )
 
 
-def _r5(laws):
+def _r5(laws, base):
     about = (0.8, 1.25, "about GPT2's ratio")
     return _arch_checks(
         laws,
+        base,
         1000,
         [
             (a, *about)
@@ -272,9 +284,10 @@ def _r5(laws):
     )
 
 
-def _r6(laws):
+def _r6(laws, base):
     return _arch_checks(
         laws,
+        base,
         100,
         [
             ("llama", 0.95, 1.45, "up to 1.3× worse than GPT2"),
@@ -285,9 +298,10 @@ def _r6(laws):
     )
 
 
-def _r7(laws):
+def _r7(laws, base):
     return _arch_checks(
         laws,
+        base,
         100,
         [
             ("llama", 1.05, float("inf"), "the gated-MLP LLaMA is worse than GPT2"),
@@ -298,9 +312,9 @@ def _r7(laws):
     )
 
 
-def _r8(laws):
-    base = _find(laws)
-    q8, q4 = _find(laws, quant=8), _find(laws, quant=4)
+def _r8(laws, base):
+    fp = _find(laws, base)
+    q8, q4 = _find(laws, base, quant=8), _find(laws, base, quant=4)
     if q8 is None and q4 is None:
         return _none("`kcap quantize` measurements recorded in the store (not in kcap yet)")
     c = _Checks()
@@ -310,7 +324,7 @@ def _r8(laws):
     ):
         if q is None:
             continue
-        ratio, kind = _ratio(base, q)
+        ratio, kind = _ratio(fp, q)
         shown = "?" if ratio is None else f"{ratio:.2f}"
         c.add(
             f"{text} (fp/int{q.quant} {kind} ratio {shown})",
@@ -321,11 +335,11 @@ def _r8(laws):
         _scale(q8, q4),
         c.verdict(),
         c.detail(),
-        f"capacity-{base.slug}" if base else None,
+        f"capacity-{fp.slug}" if fp else None,
     )
 
 
-def _r9(laws):
+def _r9(laws, base):
     moes = sorted({law.arch for law in laws if "-moe" in law.arch and law.arch.startswith("gpt2")})
     if not moes:
         return _none()
@@ -333,7 +347,8 @@ def _r9(laws):
     parts, used = [], []
     for arch in moes:
         for e, limit in ((1000, 1.3), (100, 1.5)):
-            moe, dense = _find(laws, exposures=e, arch=arch), _find(laws, exposures=e)
+            moe = _find(laws, base, exposures=e, arch=arch)
+            dense = _find(laws, base, exposures=e)
             if moe is None:
                 continue
             used.append(moe)
@@ -355,13 +370,14 @@ def _r9(laws):
     )
 
 
-_RANDOM = "bioS+random-junk-7:1"
+_RANDOM = "random-junk-7:1"
 _JUNK_NEEDS = "junk-mixture runs (dataset.kind: junk)"
 
 
-def _junk(laws, family, targets, needs):
+def _junk(laws, base, mixture, targets, needs):
     """targets: (exposures, expected ratio of the no-junk 100-exposure law to this one, tol)."""
-    ref = _find(laws, exposures=100)
+    family = f"{base}+{mixture}"
+    ref = _find(laws, base, exposures=100)
     present = [(e, want, tol, _find(laws, family=family, exposures=e)) for e, want, tol in targets]
     present = [t for t in present if t[3] is not None]
     if not present:
@@ -387,22 +403,24 @@ def _junk(laws, family, targets, needs):
     )
 
 
-def _r10(laws):
+def _r10(laws, base):
     return _junk(
         laws,
+        base,
         _RANDOM,
         [(100, 20, 2.0), (300, 3, 1.5), (600, 1.5, 1.3), (1000, 1.3, 1.3)],
         _JUNK_NEEDS,
     )
 
 
-def _r11(laws):
-    return _junk(laws, "bioS+repetitive-junk-7:1", [(100, 1.0, 1.25)], _JUNK_NEEDS)
+def _r11(laws, base):
+    return _junk(laws, base, "repetitive-junk-7:1", [(100, 1.0, 1.25)], _JUNK_NEEDS)
 
 
-def _r12(laws):
+def _r12(laws, base):
     return _junk(
         laws,
+        base,
         _RANDOM + "+domain-token",
         [(100, 2.0, 1.5), (300, 1.0, 1.25)],
         "junk-mixture runs with a domain token (dataset.kind: junk, dataset.domain: useful)",
@@ -425,6 +443,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Figure 11",
         "02-*",
         _r2,
+        stand_in=False,
     ),
     Claim(
         3,
@@ -433,6 +452,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Figures 2, 12, 13",
         "03-biod",
         _r3,
+        stand_in=False,
     ),
     Claim(
         4,
@@ -511,15 +531,25 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def evaluate_all(laws: list[Law]) -> list[tuple[Claim, Finding]]:
-    """Every claim with its finding on these laws (a claim that errors becomes inconclusive)."""
+    """Every claim with its finding on these laws: on bioS runs, else on the lab's bioD stand-in
+    (the scale then says so); a claim that errors becomes inconclusive."""
     out = []
     for claim in CLAIMS:
-        try:
-            finding = claim.evaluate(laws)
-        except (ValueError, ZeroDivisionError) as e:  # pragma: no cover - defensive
-            finding = Finding("—", "—", "inconclusive", f"could not evaluate: {e}")
+        finding = _evaluate(claim, laws, PAPER_BASE)
+        if finding.verdict == "not yet measured" and claim.stand_in:
+            alt = _evaluate(claim, laws, LAB_BASE)
+            if alt.verdict != "not yet measured":
+                alt.scale += f"; on {LAB_BASE}, the lab's stand-in for {PAPER_BASE}"
+                finding = alt
         out.append((claim, finding))
     return out
+
+
+def _evaluate(claim: Claim, laws: list[Law], base: str) -> Finding:
+    try:
+        return claim.evaluate(laws, base)
+    except (ValueError, ZeroDivisionError) as e:  # pragma: no cover - defensive
+        return Finding("—", "—", "inconclusive", f"could not evaluate: {e}")
 
 
 # ------------------------------------------------------------------------------ paper constants

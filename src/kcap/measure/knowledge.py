@@ -5,10 +5,10 @@ distribution, but documents the model never saw verbatim), streams people in bat
 independent of N), sums each span's token losses, and applies Definition 4.3 (bioS) or 4.1 (bioD)
 of the paper. Each bit term is clipped at zero and the clipping is reported.
 
-Which bound applies follows `Dataset.measure_kind`: a junk mixture is measured with the bioS
-bound on its useful people only (rendered as in training, domain token included), bioR with the
-bioS bound on each person's held-out rewrite, random strings by memorised bits
-(`kcap.measure.memorization`).
+Which bound applies follows `Dataset.measure_kind`: a junk mixture is measured with its useful
+data's bound (bioS, or bioD) on its useful people only (rendered as in training, domain token
+included), bioR with the bioS bound on each person's held-out rewrite, random strings by
+memorised bits (`kcap.measure.memorization`).
 """
 
 from __future__ import annotations

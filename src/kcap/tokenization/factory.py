@@ -1,7 +1,7 @@
 """The training stream for a dataset: one function that picks the right stream for its kind.
 
 - bioS, bioD, bioR: `ExposureStream` over the dataset's documents (E exposures per person).
-- junk: `MixtureStream` of the useful exposure stream and the endless junk stream.
+- junk (bioS or bioD): `MixtureStream` of the useful exposure stream and the endless junk stream.
 - random strings: `SequenceStream`, one sequence per row (``window`` must cover S tokens).
 """
 

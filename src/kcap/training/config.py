@@ -30,8 +30,9 @@ class DatasetSpec(_Strict):
     """Either ``path`` to an existing dataset directory, or how to generate one for the run.
 
     Kinds: ``bios`` and ``biod`` (``n`` people; bioD also ``k, c, d, l, t``); ``junk`` (useful
-    bioS(``n``) with ``ratio`` junk tokens per useful token, ``junk`` random or repetitive,
-    ``domain`` none/useful/junk); ``random`` (``m`` strings of ``s`` symbols over ``v``);
+    bioS(``n``), or with ``useful: biod`` bioD(``n, k, c, d, l, t``), with ``ratio`` junk tokens
+    per useful token, ``junk`` random or repetitive, ``domain`` none/useful/junk); ``random``
+    (``m`` strings of ``s`` symbols over ``v``);
     ``bior`` (``n`` people rewritten ``rewrites`` times by the local HF LM at ``rewriter``).
     Fields of the later kinds are left out of the dump while unset, so configs written before
     they existed keep their hash.
@@ -53,6 +54,7 @@ class DatasetSpec(_Strict):
     junk: Literal["random", "repetitive"] | None = None
     junk_n: int | None = Field(default=None, ge=1)
     domain: Literal["none", "useful", "junk"] | None = None
+    useful: Literal["bios", "biod"] | None = None  # junk only; None: bios
     m: int | None = Field(default=None, ge=1)
     s: int | None = Field(default=None, ge=1)
     v: int | None = Field(default=None, ge=2)
@@ -61,6 +63,11 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> DatasetSpec:
+        biod = (self.k, self.c, self.d, self.l, self.t)
+        if self.useful is not None and self.kind != "junk":
+            raise ValueError("dataset.useful is only for junk mixtures (kind: junk)")
+        if self.kind == "junk" and self.useful != "biod" and biod != (None,) * 5:
+            raise ValueError("dataset.k, .c, .d, .l, .t of a junk mixture need useful: biod")
         if self.path is None:
             if self.kind == "random":
                 if self.m is None:
@@ -68,8 +75,10 @@ class DatasetSpec(_Strict):
                 return self
             if self.n is None:
                 raise ValueError("give either dataset.path or dataset.n (to generate bioS/bioD)")
-            if self.kind == "biod" and None in (self.k, self.c, self.d, self.l, self.t):
+            if self.kind == "biod" and None in biod:
                 raise ValueError("bioD needs dataset.k, .c, .d, .l and .t")
+            if self.useful == "biod" and None in biod:
+                raise ValueError("a bioD junk mixture needs dataset.k, .c, .d, .l and .t")
             if self.kind == "junk" and None in (self.ratio, self.junk):
                 raise ValueError("a junk mixture needs dataset.ratio and dataset.junk")
             if self.kind == "bior" and self.rewriter is None:
@@ -86,7 +95,18 @@ class DatasetSpec(_Strict):
 
 
 #: DatasetSpec fields added after the first release, dumped only when set (stable run hashes).
-_LATER_FIELDS = ("ratio", "junk", "junk_n", "domain", "m", "s", "v", "rewriter", "rewrites")
+_LATER_FIELDS = (
+    "ratio",
+    "junk",
+    "junk_n",
+    "domain",
+    "useful",
+    "m",
+    "s",
+    "v",
+    "rewriter",
+    "rewrites",
+)
 
 
 class ModelSpec(_Strict):

@@ -105,6 +105,12 @@ def build_dataset(spec, progress=None) -> tuple:
             spec.seed,
             domain=spec.domain or "none",
             junk_n=spec.junk_n or REPETITIVE_N,
+            useful=spec.useful or "bios",
+            k=spec.k,
+            c=spec.c,
+            d=spec.d,
+            l=spec.l,
+            t=spec.t,
             **common,
         )
     if spec.kind == "random":
