@@ -306,3 +306,12 @@ def test_runs_command_csv(tmp_path: Path):
     # N = 200 fits in 40k parameters at 1 bit each (97% stored), N = 800 does not
     assert float(rows[1]["fraction_stored"]) < 0.9 < float(rows[0]["fraction_stored"])
     assert not list(tmp_path.glob("*.tmp"))
+    assert {r["quantize"] for r in rows} == {""}  # kcap quantize rows say int4-gptq(-g128)
+
+
+def test_csv_names_quantized_measurements():
+    from kcap.cli.runs import _quant_label
+
+    assert _quant_label(None) == ""
+    assert _quant_label({"bits": 4, "method": "gptq", "group_size": None}) == "int4-gptq"
+    assert _quant_label({"bits": 8, "method": "rtn", "group_size": 128}) == "int8-rtn-g128"

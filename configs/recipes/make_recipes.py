@@ -852,8 +852,8 @@ def recipes() -> dict[str, dict]:
     c8 = "int8 keeps capacity; int4 loses more than 2x"
     q_note = (
         "Trains (or reuses: identical configs share runs) the result-1 models nearest "
-        "the 2 bit/param boundary; then quantize each finished run with `kcap quantize "
-        "RUN --bits 8` and `--bits 4`, which is not in kcap yet."
+        "the capacity boundary; then quantizes each finished run (GPTQ, weight-only): "
+        "`kcap quantize --grid THIS_FILE --out SWEEP_DIR --bits 8`, then `--bits 4`."
     )
     add(
         "08-quantization-lab",
@@ -1119,11 +1119,12 @@ def _cost(
 
 def render(stem: str, spec: dict) -> str:
     m = spec["meta"]
-    status = (
-        "calibrated by measurement"
-        if m["calibrated"]
-        else "scaled estimate (not yet run end to end; see configs/README.md)"
-    )
+    if m["calibrated"]:
+        status = "calibrated by measurement: run end to end on this CPU (README.md, results/lab/)"
+    elif m["scale"] == "lab":
+        status = "the measured lab settings (configs/README.md); this grid not yet run end to end"
+    else:
+        status = "scaled estimate (not yet run end to end; see configs/README.md)"
     head = [
         f"# Result {m['result']} ({m['figure']}), {m['scale']} scale: {m['claim']}.",
         f"# Scale: {SCALES[m['scale']]}.",

@@ -15,6 +15,7 @@ from kcap.cli import demo as demo_cmd
 from kcap.cli import export as export_cmd
 from kcap.cli import model as model_cmd
 from kcap.cli import plan as plan_cmd
+from kcap.cli import quantize as quantize_cmd
 from kcap.cli import report as report_cmd
 from kcap.cli import sweep as sweep_cmd
 from kcap.cli import train as train_cmd
@@ -62,6 +63,9 @@ app.add_typer(model_cmd.app, name="model")
 app.command("runs", help="List the runs recorded in the results store.")(runs)
 app.command("train", help="Train a model from a YAML config, then measure it.")(train_cmd.train)
 app.command("measure", help="Measure the knowledge a trained run stores.")(train_cmd.measure_cmd)
+app.command("quantize", help="Quantize a run's weights (int8/4/3/2), then measure it again.")(
+    quantize_cmd.quantize_cmd
+)
 app.command("demo", help="The embedded default: a small end-to-end study on the CPU.")(
     demo_cmd.demo
 )

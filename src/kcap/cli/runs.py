@@ -107,10 +107,19 @@ def _row(rec: RunRecord) -> list[str]:
 
 #: Columns of ``--csv``: one row per finished run, what a results table or a plot needs.
 CSV_COLUMNS = (
-    "run_id", "name", "family", "N", "exposures", "arch", "preset", "d_model", "lr", "P",
+    "run_id", "name", "family", "N", "exposures", "arch", "quantize", "preset", "d_model", "lr",
+    "P",
     "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
 )  # fmt: skip
+
+
+def _quant_label(q: dict | None) -> str:
+    """int4-gptq (-g128 with groups) for a `kcap quantize` measurement; empty otherwise."""
+    if not q:
+        return ""
+    group = f"-g{q['group_size']}" if q.get("group_size") else ""
+    return f"int{q['bits']}-{q.get('method', 'gptq')}{group}"
 
 
 def csv_row(rec: RunRecord) -> dict[str, Any]:
@@ -125,6 +134,7 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "N": m.get("n_people"),
         "exposures": cfg.get("training", {}).get("exposures"),
         "arch": arch_label(model.get("preset", ""), overrides),
+        "quantize": _quant_label(cfg.get("quantize")),
         "preset": model.get("preset"),
         "d_model": overrides.get("d_model"),
         "lr": cfg.get("training", {}).get("lr"),

@@ -4,7 +4,9 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
 
 - **Points.** Each finished run is a point (P, bits stored, data bits, N, ...). Runs that differ
   only in optimisation settings (learning rate, batch, weight decay, warmup) are merged into the
-  best of them -- the paper reports the best of its learning rates.
+  best of them -- the paper reports the best of its learning rates. Quantized measurements
+  (`kcap quantize`) form their own groups by bit width; within one, runs that differ only in the
+  quantizer (GPTQ or RTN, group size) merge the same way: the best quantizer counts.
 - **Peak R** is the largest bits/P of any point, overall and per N (Result 1's "peak R(F)").
 - **A model's capacity** C(m) is the most bits that model (one shape, one replicate = dataset
   seed and training seed) stored on any of the datasets it was trained on. The model is *at

@@ -56,7 +56,6 @@ class Claim:
     figure: str  # the paper's figure
     recipe: str  # configs/recipes/<recipe>-<scale>.yaml
     evaluate: Callable[[list[Law], str], Finding]  # (laws, base family) -> finding
-    needs: str | None = None  # a kcap feature the claim's runs need, when it has not landed
     stand_in: bool = True  # a bioS claim that bioD runs may stand in for (not results 2, 3)
 
 
@@ -316,7 +315,7 @@ def _r8(laws, base):
     fp = _find(laws, base)
     q8, q4 = _find(laws, base, quant=8), _find(laws, base, quant=4)
     if q8 is None and q4 is None:
-        return _none("`kcap quantize` measurements recorded in the store (not in kcap yet)")
+        return _none("`kcap quantize` measurements of the result-1 runs (recipe 08)")
     c = _Checks()
     for q, lo, hi, text in (
         (q8, 0.0, 1.1, "int8 keeps capacity"),
@@ -493,7 +492,6 @@ CLAIMS: tuple[Claim, ...] = (
         "Figures 6, 14, 15",
         "08-quantization",
         _r8,
-        needs="`kcap quantize` (not in kcap yet)",
     ),
     Claim(
         9,
