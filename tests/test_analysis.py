@@ -101,3 +101,18 @@ def test_bits_still_rising_with_n_is_not_capacity(tmp_path):
     (model,) = law.models
     assert model.plateau is False and not model.at_capacity and law.R is None
     assert law.peak_R == pytest.approx(0.8)
+
+
+def test_bits_collapsing_on_larger_data_is_not_capacity(tmp_path):
+    """Measured on this CPU: a model that learns a small dataset but nothing of larger ones
+    (bits falling 100x with N) failed to learn, it did not reach a limit: no law."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n, R in ((200, 0.086), (400, 0.0024), (800, 0.0007)):
+            syn.record(store, n=n, P=17_000, R=R, biod=(8, 1, 128, 1, 128), exposures=100)
+        for n, R in ((800, 1.0), (1600, 0.7)):  # a d=32 model at 1000 exposures: it held 70%
+            syn.record(store, n=n, P=50_000, R=R, biod=(8, 1, 128, 1, 128))
+    laws = {law.exposures: law for law in analyse(load_points(tmp_path / "r.db"))}
+    (collapsed,) = laws[100].models
+    assert collapsed.plateau is False and not collapsed.at_capacity and laws[100].R is None
+    (held,) = laws[1000].models
+    assert held.plateau is True and held.at_capacity and pytest.approx(1.0) == laws[1000].R

@@ -86,21 +86,24 @@ class _Checks:
         return "; ".join(f"{mark[p]} {t}" for t, p, _ in self.items)
 
 
-def _cap(law: Law | None, kind: str | None = None) -> tuple[float | None, str]:
-    if law is None:
-        return None, "none"
-    if kind in (None, "law") and law.R is not None:
-        return law.R, "law"
-    return law.peak_R, "peak"
+def _cap(law: Law) -> tuple[float, str]:
+    """The group's fitted R when it has one, else its peak R (a lower bound on capacity)."""
+    return (law.R, "law") if law.R is not None else (law.peak_R, "peak")
 
 
 def _ratio(a: Law | None, b: Law | None) -> tuple[float | None, str]:
-    """a's capacity over b's, both as fitted laws when both have one, else both as peaks."""
+    """a's capacity over b's: both fitted laws when both have one, else both peaks, over the N
+    both were run at (where bits still rise with N, a peak taken at a larger N would win)."""
     if a is None or b is None:
         return None, "none"
-    kind = "law" if a.R is not None and b.R is not None else "peak"
-    ra, _ = _cap(a, kind)
-    rb, _ = _cap(b, kind)
+    if a.R is not None and b.R is not None:
+        ra, rb, kind = a.R, b.R, "law"
+    elif common := set(a.peak_per_n) & set(b.peak_per_n):
+        ra = max(a.peak_per_n[n] for n in common)
+        rb = max(b.peak_per_n[n] for n in common)
+        kind = "peak"
+    else:
+        ra, rb, kind = a.peak_R, b.peak_R, "peak (different N)"
     if not ra or not rb:
         return None, kind
     return ra / rb, kind
