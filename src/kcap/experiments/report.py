@@ -106,6 +106,8 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
     slug = f"architectures-e{exposures}"
     fams = [law for law in laws if law.exposures == exposures and law.quant is None]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(fams) + 2), 3.8))
+    # peaks compare fairly only over the same N (bits may still rise with N)
+    common = set.intersection(*(set(law.peak_per_n) for law in fams)) if fams else set()
     labels, values, lows, highs, hatches = [], [], [], [], []
     for law in fams:
         labels.append(f"{law.arch}\n{law.family}")
@@ -116,7 +118,7 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
             highs.append(hi - law.R)
             hatches.append("")
         else:
-            values.append(law.peak_R)
+            values.append(max(law.peak_per_n[n] for n in common) if common else law.peak_R)
             lows.append(0)
             highs.append(0)
             hatches.append("//")
@@ -132,11 +134,12 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, out, slug)
+    over = f" over N = {', '.join(f'{n:,}' for n in sorted(common))}" if common else ""
     return Figure(
         slug,
         f"Architectures, {exposures} exposures",
-        "Fitted R with its interval; hatched bars are peak R where no model reached capacity. "
-        "Dashed: 2 bits/param; dash-dot: 1.",
+        f"Fitted R with its interval; hatched bars are peak R{over} where no model reached "
+        "capacity. Dashed: 2 bits/param; dash-dot: 1.",
     )
 
 
