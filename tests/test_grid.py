@@ -67,8 +67,15 @@ def test_run_id_is_the_hash_of_the_full_config_and_names_are_derived():
         ({"kind": "bios", "n": 8, "variant": "simple"}, "bios-simple-n8-"),
         ({"kind": "junk", "n": 8, "ratio": 7, "junk": "random"}, "junk-random-r7-bios-n8-"),
         (
-            {"kind": "junk", "n": 8, "ratio": 3, "junk": "repetitive", "domain": "junk"},
-            "junk-repetitive-r3-junk-token-bios-n8-",
+            {
+                "kind": "junk",
+                "n": 8,
+                "ratio": 3,
+                "junk": "repetitive",
+                "domain": "junk",
+                "junk_n": 5,
+            },
+            "junk-repetitive5-r3-junk-token-bios-n8-",
         ),
         ({"kind": "bior", "n": 8, "rewriter": "lm", "rewrites": 5}, "bior-n8-w5-"),
         ({"kind": "random", "m": 9, "s": 16, "v": 64}, "random-m9-s16-v64-"),

@@ -90,10 +90,19 @@ def probe(**kw) -> dict:
     return {"kind": "biod", "seed": 0, **LAB_PROBE, "vocab": 1024, **kw}
 
 
+#: People of the lab's repetitive junk. The paper repeats bioS(1000), about 75k bits: a small
+#: share of its 100-exposure models' capacity (P >= 550k). Against the lab's d32 model (about 50k
+#: bits) 1000 bioD people would be 1.5x its capacity, and they crowded out every useful bit
+#: (measured: 0 bits of N = 800); 50 people (3.7k bits) keep the paper's proportion.
+LAB_REPETITIVE_N = 50
+
+
 def junk(scale: str, kind: str, domain: str = "none") -> dict:
     d = {"kind": "junk", "seed": 0, "ratio": 7, "junk": kind}
     if scale == "lab":  # junk mixed into the probe: useful bioD people, bioD junk
         d |= {"useful": "biod", **LAB_PROBE}
+        if kind == "repetitive":
+            d["junk_n"] = LAB_REPETITIVE_N
     d["vocab"] = 4096 if scale == "paper" else 1024
     if domain != "none":
         d["domain"] = domain
@@ -910,13 +919,14 @@ def recipes() -> dict[str, dict]:
         c9,
         {
             "base": lab_base(probe(), 100),
-            "set": {"model.preset": "gpt2-2-2-moe32", "model.overrides.d_model": 16},
+            "set": {"model.preset": "gpt2-2-2-moe32"},
             "product": {"dataset.n": [1600, 800]},
         },
         cost=_cost("lab", [1600, 800], 100, per_doc="probe", rate=MOE_LAB_RATE),
         notes=stand_in + "100 exposures only: at 1000 exposures the 32-expert model (P about "
-        "48k at d16) needs the N of 01-bios-1000-lab's d32 model, hours on this CPU. The dense "
-        "baseline is 04-bios-100-lab.",
+        "165k at d32) needs N of 3,200 and more, hours on this CPU. The dense baseline is "
+        "04-bios-100-lab. d16 (P about 50k) stored nothing at 100 exposures (measured), like "
+        "the dense d16.",
     )
     add(
         "09-moe-gpu",

@@ -305,8 +305,10 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
         dparams = (rec.manifest or {}).get("params") or {}
         n = int(m.get("n_people") or dparams.get("n") or d.get("n") or 0)
         ident = [family_label(d), f"n={n}"]
-        if d.get("kind") == "biod":
+        if d.get("kind") == "biod" or d.get("useful") == "biod":
             ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
+        if d.get("junk_n"):  # repetitive junk of another population: other data, never merged
+            ident.append(f"junk_n={d['junk_n']}")
         quant = (
             (cfg.get("quantize") or {}).get("bits")
             if isinstance(cfg.get("quantize"), dict)

@@ -319,7 +319,8 @@ def run_name(cfg: RunConfig) -> str:
     elif d.kind == "junk":
         marker = "" if d.domain in (None, "none") else f"-{d.domain}-token"
         useful = biod if d.useful == "biod" else f"bios-n{d.n}"
-        data = f"junk-{d.junk}-r{d.ratio}{marker}-{useful}"
+        people = f"{d.junk_n}" if d.junk_n else ""  # repetitive junk of junk_n people
+        data = f"junk-{d.junk}{people}-r{d.ratio}{marker}-{useful}"
     elif d.kind == "bior":
         data = f"bior-n{d.n}-w{d.rewrites}"
     else:
