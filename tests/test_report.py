@@ -125,3 +125,19 @@ def test_bioD_stands_in_for_bioS_where_a_store_has_no_bioS_runs(tmp_path):
         syn.law_grid(store, 2.1)
     findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
     assert "stand-in" not in findings[1].scale and findings[1].verdict == "reproduced"
+
+
+def test_a_group_that_stored_nothing_is_infinitely_below(tmp_path):
+    """An architecture (or a junk mixture) that stored 0 bits is ∞× below its baseline; the
+    finding says so instead of claiming there was nothing to compare."""
+    from kcap.experiments.analysis import analyse, load_points
+    from kcap.experiments.paper import evaluate_all
+
+    probe = (8, 1, 128, 1, 128)
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n in (400, 800):
+            syn.record(store, n=n, P=50_000, R=0.3, biod=probe, exposures=100)
+            syn.record(store, n=n, P=50_000, R=0.0, biod=probe, exposures=100, preset="llama-2-1")
+    findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
+    assert "GPT2/llama = ∞" in findings[6].measured
+    assert "GPT2/llama peak ratio ∞" in findings[6].detail

@@ -25,6 +25,7 @@ sources, which `kcap plan` uses when the results store has no law of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,9 +105,19 @@ def _ratio(a: Law | None, b: Law | None) -> tuple[float | None, str]:
         kind = "peak"
     else:
         ra, rb, kind = a.peak_R, b.peak_R, "peak (different N)"
-    if not ra or not rb:
-        return None, kind
+    if not rb:  # b stored nothing: infinitely below a, unless a stored nothing either
+        return (math.inf if ra else None), kind
     return ra / rb, kind
+
+
+def _x(ratio: float) -> str:
+    """A ratio for the report: 2.31, or ∞ where the divisor stored nothing."""
+    return "∞" if math.isinf(ratio) else f"{ratio:.2f}"
+
+
+def _no_ratio(other: Law | None, missing: str) -> str:
+    """Why two groups give no ratio: the other group is missing, or neither stored a bit."""
+    return missing if other is None else "neither stored any bits"
 
 
 def _r_text(law: Law) -> str:
@@ -187,10 +198,11 @@ def _r2(laws: list[Law], base: str) -> Finding:
         c.add(f"{fam} about 2 ({kind} {r:.2f})", r >= 1.6)
         ratio, kind = _ratio(law, bios)
         if ratio is None:
-            c.add(f"{fam} slightly below bioS (no bioS runs at 1000 exposures)", None, main=False)
+            why = _no_ratio(bios, "no bioS runs at 1000 exposures")
+            c.add(f"{fam} slightly below bioS ({why})", None, main=False)
         else:
             c.add(
-                f"{fam} slightly below bioS ({kind} ratio {ratio:.2f})",
+                f"{fam} slightly below bioS ({kind} ratio {_x(ratio)})",
                 0.7 <= ratio <= 1.05,
                 main=False,
             )
@@ -234,7 +246,7 @@ def _r4(laws: list[Law], base: str) -> Finding:
     ratio, kind = _ratio(_find(laws, base), law)
     if ratio is not None:
         c.add(
-            f"at most 2× below 1000 exposures ({kind} ratio {ratio:.2f})", ratio <= 2.2, main=False
+            f"at most 2× below 1000 exposures ({kind} ratio {_x(ratio)})", ratio <= 2.2, main=False
         )
     lowest = "" if low is None else f"peak R ≥ {low:.2f} at every N; "
     return Finding(
@@ -259,10 +271,11 @@ def _arch_checks(laws, base, exposures, rules) -> Finding:
     for arch, lo, hi, text, law in present:
         ratio, kind = _ratio(gpt2, law)
         if ratio is None:
-            c.add(f"{arch}: {text} (no GPT2 runs at {exposures} exposures to compare)", None)
+            why = _no_ratio(gpt2, f"no GPT2 runs at {exposures} exposures to compare")
+            c.add(f"{arch}: {text} ({why})", None)
             continue
-        parts.append(f"GPT2/{arch} = {ratio:.2f}")
-        c.add(f"{arch}: {text} (GPT2/{arch} {kind} ratio {ratio:.2f})", lo <= ratio <= hi)
+        parts.append(f"GPT2/{arch} = {_x(ratio)}")
+        c.add(f"{arch}: {text} (GPT2/{arch} {kind} ratio {_x(ratio)})", lo <= ratio <= hi)
     measured = "; ".join(parts) or "no GPT2 baseline"
     return Finding(
         measured,
@@ -327,7 +340,7 @@ def _r8(laws, base):
         if q is None:
             continue
         ratio, kind = _ratio(fp, q)
-        shown = "?" if ratio is None else f"{ratio:.2f}"
+        shown = "?" if ratio is None else _x(ratio)
         c.add(
             f"{text} (fp/int{q.quant} {kind} ratio {shown})",
             None if ratio is None else lo <= ratio <= hi,
@@ -356,11 +369,12 @@ def _r9(laws, base):
             used.append(moe)
             ratio, kind = _ratio(dense, moe)
             if ratio is None:
-                c.add(f"{arch} at {e} exposures: no dense GPT2 runs to compare", None)
+                why = _no_ratio(dense, "no dense GPT2 runs to compare")
+                c.add(f"{arch} at {e} exposures: {why}", None)
                 continue
-            parts.append(f"{arch} {e} exp.: dense/MoE = {ratio:.2f}")
+            parts.append(f"{arch} {e} exp.: dense/MoE = {_x(ratio)}")
             c.add(
-                f"{arch} only {limit}× below dense at {e} exposures ({kind} ratio {ratio:.2f})",
+                f"{arch} only {limit}× below dense at {e} exposures ({kind} ratio {_x(ratio)})",
                 ratio <= limit * 1.2,
             )
     return Finding(
@@ -389,11 +403,11 @@ def _junk(laws, base, mixture, targets, needs):
     for e, want, tol, law in present:
         ratio, kind = _ratio(ref, law)
         if ratio is None:
-            c.add(f"{e} exposures: no no-junk 100-exposure runs to compare", None)
+            c.add(f"{e} exposures: {_no_ratio(ref, 'no no-junk 100-exposure runs')}", None)
             continue
-        parts.append(f"{e} exp.: {ratio:.2f}× below")
+        parts.append(f"{e} exp.: {_x(ratio)}× below")
         c.add(
-            f"{e} exposures: about {want}× below the no-junk law ({kind} ratio {ratio:.2f})",
+            f"{e} exposures: about {want}× below the no-junk law ({kind} ratio {_x(ratio)})",
             want / tol <= ratio <= want * tol,
         )
     return Finding(
