@@ -141,3 +141,21 @@ def test_a_group_that_stored_nothing_is_infinitely_below(tmp_path):
     findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
     assert "GPT2/llama = ∞" in findings[6].measured
     assert "GPT2/llama peak ratio ∞" in findings[6].detail
+
+
+def test_moe_runs_on_bioD_stand_in_for_bioS(tmp_path):
+    """Result 9 finds the lab's bioD MoE runs (a claim with runs is never 'inconclusive' for
+    want of looking at the right family)."""
+    from kcap.experiments.analysis import analyse, load_points
+    from kcap.experiments.paper import evaluate_all
+
+    probe = (8, 1, 128, 1, 128)
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n in (800, 1600):
+            syn.record(store, n=n, P=50_000, R=0.3, biod=probe, exposures=100)
+            syn.record(
+                store, n=n, P=171_000, R=0.1, biod=probe, exposures=100, preset="gpt2-2-2-moe32"
+            )
+    (finding,) = [f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db"))) if c.id == 9]
+    assert "stand-in for bioS" in finding.scale
+    assert "dense/MoE = 3.00" in finding.measured and finding.verdict == "not reproduced"

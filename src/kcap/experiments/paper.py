@@ -355,7 +355,13 @@ def _r8(laws, base):
 
 
 def _r9(laws, base):
-    moes = sorted({law.arch for law in laws if "-moe" in law.arch and law.arch.startswith("gpt2")})
+    moes = sorted(
+        {
+            law.arch
+            for law in laws
+            if law.family == base and "-moe" in law.arch and law.arch.startswith("gpt2")
+        }
+    )
     if not moes:
         return _none()
     c = _Checks()
