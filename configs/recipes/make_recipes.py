@@ -187,6 +187,11 @@ def paper_grid(
     return kept
 
 
+def n_batches(table: dict[int, int]) -> dict:
+    """A zip block advancing N and its batch size together (N -> batch)."""
+    return {"dataset.n": list(table), "training.batch_size": list(table.values())}
+
+
 def models(shapes: list[tuple[str, int | None]]) -> dict:
     """A zip block over (preset, d_model) pairs; d_model None means the preset's 64h."""
     return {
@@ -412,7 +417,7 @@ def recipes() -> dict[str, dict]:
         {
             "base": gpu_base(bios("gpu"), 1000),
             "zip": [
-                {"dataset.n": list(gpu_n), "training.batch_size": list(gpu_n.values())},
+                n_batches(gpu_n),
                 models(GPU_1000),
             ],
         },
@@ -455,7 +460,7 @@ def recipes() -> dict[str, dict]:
         {
             "base": gpu_base(bios("gpu", "simple"), 1000),
             "zip": [
-                {"dataset.n": list(gpu_n), "training.batch_size": list(gpu_n.values())},
+                n_batches(gpu_n),
                 models(GPU_1000),
             ],
         },
@@ -627,7 +632,7 @@ def recipes() -> dict[str, dict]:
         {
             "base": gpu_base(bios("gpu"), 100),
             "zip": [
-                {"dataset.n": list(gpu_n100), "training.batch_size": list(gpu_n100.values())},
+                n_batches(gpu_n100),
                 models(GPU_100),
             ],
         },
@@ -688,7 +693,7 @@ def recipes() -> dict[str, dict]:
         c5,
         {
             "base": gpu_base(bios("gpu"), 1000),
-            "zip": [{"dataset.n": list(gpu_n), "training.batch_size": list(gpu_n.values())}],
+            "zip": [n_batches(gpu_n)],
             "blocks": gpu_arch_blocks,
         },
         notes="Best of 3 learning rates for LLaMA/Mistral (Parameter 6).",
@@ -762,7 +767,7 @@ def recipes() -> dict[str, dict]:
         c6,
         {
             "base": gpu_base(bios("gpu"), 100),
-            "zip": [{"dataset.n": list(gpu_n100), "training.batch_size": list(gpu_n100.values())}],
+            "zip": [n_batches(gpu_n100)],
             "blocks": gpu6,
         },
         notes="Parameter 7's learning-rate options.",
@@ -828,7 +833,7 @@ def recipes() -> dict[str, dict]:
         c7,
         {
             "base": gpu_base(bios("gpu"), 100),
-            "zip": [{"dataset.n": list(gpu_n100), "training.batch_size": list(gpu_n100.values())}],
+            "zip": [n_batches(gpu_n100)],
             "product": {
                 "model": [f"@../ablations/{a}.yaml" for a in ABLATIONS],
                 "model.preset": ["llama-2-2", "llama-4-2"],
@@ -943,9 +948,7 @@ def recipes() -> dict[str, dict]:
             "blocks": [
                 {
                     "name": "1000 exposures",
-                    "zip": [
-                        {"dataset.n": list(gpu_n), "training.batch_size": list(gpu_n.values())}
-                    ],
+                    "zip": [n_batches(gpu_n)],
                     "product": {
                         "model.preset": ["gpt2-2-1-moe32", "gpt2-2-2-moe32"],
                         "training.lr": [1e-3, 2e-3],
@@ -954,12 +957,7 @@ def recipes() -> dict[str, dict]:
                 {
                     "name": "100 exposures",
                     "set": {"training.exposures": 100, "training.weight_decay": 0.01},
-                    "zip": [
-                        {
-                            "dataset.n": list(gpu_n100),
-                            "training.batch_size": list(gpu_n100.values()),
-                        }
-                    ],
+                    "zip": [n_batches(gpu_n100)],
                     "product": {
                         "model.preset": ["gpt2-2-1-moe32", "gpt2-2-2-moe32"],
                         "training.lr": [1e-3, 2e-3, 5e-3],
