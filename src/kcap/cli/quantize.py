@@ -28,8 +28,15 @@ from rich.table import Table
 from kcap.cli.train import DB
 from kcap.errors import KcapError, require
 from kcap.experiments.store import ResultsStore, config_hash
-from kcap.measure.knowledge import Measurement, measure
-from kcap.models.quantize import FULL_PRECISION, METHODS, LayerQuant, Method, quantize_model
+from kcap.measure.knowledge import Measurement
+from kcap.models.quantize import (
+    FULL_PRECISION,
+    METHODS,
+    LayerQuant,
+    Method,
+    quant_label,
+    quantize_model,
+)
 
 err = Console(stderr=True)
 BITS = (8, 4, 3, 2)
@@ -50,8 +57,7 @@ class QuantSettings:
     @property
     def suffix(self) -> str:
         """``int4-gptq`` (``-g128`` with groups): appended to the run's name."""
-        group = f"-g{self.group_size}" if self.group_size else ""
-        return f"int{self.bits}-{self.method}{group}"
+        return quant_label(self.bits, self.method, self.group_size)
 
     def config(self) -> dict:
         """The ``quantize`` entry of the quantized run's config (RTN uses no calibration)."""
@@ -82,6 +88,7 @@ def calibration_batches(
     """The first ``n_windows`` windows of the run's training stream (its seed unless ``seed``),
     as model inputs in batches, the way the trainer builds them."""
     from kcap.tokenization.factory import make_stream
+    from kcap.training.trainer import window_batch
 
     t = cfg.training
     stream = make_stream(
@@ -90,7 +97,7 @@ def calibration_batches(
     windows = [w.ids for w in itertools.islice(stream, n_windows)]
     if not windows:
         raise KcapError("--calib-windows", "the run's training stream has no windows")
-    x = torch.from_numpy(np.stack(windows))[:, :-1].clamp(min=0)  # padding is never a target
+    x, _ = window_batch(windows)
     return list(x.split(batch_size))
 
 
@@ -106,17 +113,11 @@ class Outcome:
 
 
 def _measure(cfg, dataset, model, params: dict, device: torch.device) -> Measurement:
-    """The run's final measurement settings (as the trainer's), with the run's P."""
-    m = cfg.measurement
-    return measure(
-        model,
-        dataset,
-        P_count=params["P"],
-        params=params,
-        eval_seed=m.eval_seed,
-        max_people=m.max_people,
-        batch_size=m.batch_size,
-        device=device,
+    """The run's final measurement (as the trainer's), with the run's P."""
+    from kcap.training.trainer import measure_run
+
+    return measure_run(
+        cfg, model, dataset, params, max_people=cfg.measurement.max_people, device=device
     )
 
 

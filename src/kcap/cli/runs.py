@@ -20,6 +20,7 @@ from rich.text import Text
 
 from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
+from kcap.models.quantize import quant_label
 
 __all__ = ["runs"]
 
@@ -116,10 +117,7 @@ CSV_COLUMNS = (
 
 def _quant_label(q: dict | None) -> str:
     """int4-gptq (-g128 with groups) for a `kcap quantize` measurement; empty otherwise."""
-    if not q:
-        return ""
-    group = f"-g{q['group_size']}" if q.get("group_size") else ""
-    return f"int{q['bits']}-{q.get('method', 'gptq')}{group}"
+    return quant_label(q["bits"], q.get("method", "gptq"), q.get("group_size")) if q else ""
 
 
 def csv_row(rec: RunRecord) -> dict[str, Any]:

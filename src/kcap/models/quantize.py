@@ -50,6 +50,12 @@ FULL_PRECISION = ("embedding", "lm_head", "norms", "biases", "moe_router")
 _MAX_DAMP_TRIES = 6
 
 
+def quant_label(bits: int, method: str, group_size: int | None = None) -> str:
+    """``int4-gptq`` (``-g128`` with groups): how runs and tables name a quantization."""
+    group = f"-g{group_size}" if group_size else ""
+    return f"int{bits}-{method}{group}"
+
+
 @dataclass
 class LayerQuant:
     """The grid of one quantized weight, viewed as (..., out, in): ``scale`` and ``zero`` are

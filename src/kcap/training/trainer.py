@@ -223,9 +223,7 @@ class Trainer:
                 break
         if not windows:
             return None
-        w = torch.from_numpy(np.stack(windows))
-        x = w[:, :-1].clamp(min=0)  # padding positions are never targets
-        y = w[:, 1:]
+        x, y = window_batch(windows)
         n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
         return x.to(self.device), y.to(self.device), n_targets
 
@@ -254,15 +252,12 @@ class Trainer:
         return loss.detach()
 
     def measure(self, max_people: int | None = None) -> Measurement:
-        m = self.cfg.measurement
-        return measure(
+        return measure_run(
+            self.cfg,
             self.model,
             self.dataset,
-            P_count=self.params["P"],
-            params=self.params,
-            eval_seed=m.eval_seed,
+            self.params,
             max_people=max_people,
-            batch_size=m.batch_size,
             device=self.device,
         )
 
@@ -385,6 +380,35 @@ def _progress(enabled: bool):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,
+    )
+
+
+def window_batch(windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of a batch of (T+1)-token stream windows, on the host."""
+    w = torch.from_numpy(np.stack(windows))
+    return w[:, :-1].clamp(min=0), w[:, 1:]  # padding positions are never targets
+
+
+def measure_run(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    params: dict,
+    *,
+    max_people: int | None,
+    device: torch.device,
+) -> Measurement:
+    """Measure ``model`` with a run's measurement settings (evaluation seed, batch) and its P."""
+    m = cfg.measurement
+    return measure(
+        model,
+        dataset,
+        P_count=params["P"],
+        params=params,
+        eval_seed=m.eval_seed,
+        max_people=max_people,
+        batch_size=m.batch_size,
+        device=device,
     )
 
 
