@@ -177,7 +177,9 @@ def runs(
 
     if csv_out is not None:
         rows = [csv_row(r) for r in records if r.status == "finished"]
-        rows.sort(key=lambda r: (r["family"], r["exposures"] or 0, r["arch"], r["P"] or 0, r["N"]))
+        rows.sort(
+            key=lambda r: (r["family"], r["exposures"] or 0, r["arch"], r["P"] or 0, r["N"] or 0)
+        )
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()

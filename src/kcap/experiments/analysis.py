@@ -176,6 +176,10 @@ class Law:
         raw = f"{self.family}-e{self.exposures}-{self.arch}{q}"
         return "".join(c if c.isalnum() or c in "-_" else "-" for c in raw).lower()
 
+    def peak_over(self, ns: set[int]) -> float:
+        """The largest bits/P of the runs at these N (peaks compare fairly only over one set)."""
+        return max(self.peak_per_n[n] for n in ns)
+
     @property
     def n_at_capacity(self) -> int:
         return sum(m.at_capacity for m in self.models)

@@ -31,8 +31,16 @@ from dataclasses import dataclass, field
 
 from kcap.experiments.analysis import Law, describe_scale, find
 
-__all__ = ["CLAIMS", "LAB_BASE", "PAPER_BASE", "PAPER_LAWS", "Claim", "Finding", "PaperLaw"]
-__all__ += ["evaluate_all"]
+__all__ = [
+    "CLAIMS",
+    "LAB_BASE",
+    "PAPER_BASE",
+    "PAPER_LAWS",
+    "Claim",
+    "Finding",
+    "PaperLaw",
+    "evaluate_all",
+]
 
 #: The knowledge dataset of results 1 and 4-12, and the lab's stand-in for it.
 PAPER_BASE, LAB_BASE = "bioS", "bioD"
@@ -100,9 +108,7 @@ def _ratio(a: Law | None, b: Law | None) -> tuple[float | None, str]:
     if a.R is not None and b.R is not None:
         ra, rb, kind = a.R, b.R, "law"
     elif common := set(a.peak_per_n) & set(b.peak_per_n):
-        ra = max(a.peak_per_n[n] for n in common)
-        rb = max(b.peak_per_n[n] for n in common)
-        kind = "peak"
+        ra, rb, kind = a.peak_over(common), b.peak_over(common), "peak"
     else:
         ra, rb, kind = a.peak_R, b.peak_R, "peak (different N)"
     if not rb:  # b stored nothing: infinitely below a, unless a stored nothing either

@@ -118,7 +118,7 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
             highs.append(hi - law.R)
             hatches.append("")
         else:
-            values.append(max(law.peak_per_n[n] for n in common) if common else law.peak_R)
+            values.append(law.peak_over(common) if common else law.peak_R)
             lows.append(0)
             highs.append(0)
             hatches.append("//")
