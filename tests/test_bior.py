@@ -2,10 +2,12 @@
 values, rewrites train like bioS and evaluate on a held-out rewrite; an HF LM plugs in."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
+from kcap.data import pools as P
 from kcap.data.bior import (
     Rewrites,
     build_bior,
@@ -15,6 +17,7 @@ from kcap.data.bior import (
     rewrite_text,
 )
 from kcap.data.bios import BioSPopulation
+from kcap.data.bits import bios_bits
 from kcap.data.dataset import load_dataset, write_dataset
 from kcap.data.documents import GENDER, NAME, label_name
 from kcap.data.templates import ATTRIBUTES
@@ -266,7 +269,20 @@ def test_bior_trains_and_measures_like_bios(tmp_path, bior_dir):
     )
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     r = trainer.fit()
-    assert r.kind == "bior" and 0 <= r.R <= r.R_max
+    # measured with the bioS bound (SPEC §4) on all 6 people's held-out rewrites: catches bioR
+    # measured with another bound, on a subset, or against the wrong P or data bits
+    assert r.kind == "bior" and r.p3 is None and (r.n_people, r.n_measured) == (6, 6)
+    assert trainer.summary()["params"]["P"] == r.P
+    assert r.R_max == pytest.approx(bios_bits(6)["total"] / r.P, rel=1e-12)
+    raw = r.bits_unclipped
+    assert raw["name"] == pytest.approx(6 * (math.log2(P.N0) - r.p1 / math.log(2)), rel=1e-12)
+    assert raw["value"] == pytest.approx(6 * (math.log2(P.S0) - r.p2 / math.log(2)), rel=1e-12)
+    assert raw["diversity"] == 0.0
+    # 4 exposures of a 1-layer d=32 model store nothing: it is hundreds of bits below the pools'
+    # prior on names and thousands on values, so both terms clip and R is exactly 0 (catches
+    # bits leaking from evaluating on a training rewrite, or unclipped terms)
+    assert raw["name"] < -100 and raw["value"] < -1000
+    assert r.clipped == ["name", "value"] and r.bits["total"] == 0.0 and r.R == 0.0
     assert set(r.loss_per_attribute) >= {"birth_date", "gender"}
     assert trainer.summary()["exposures"] == {"target": 4, "min": 4, "max": 4}
 

@@ -64,14 +64,47 @@ def test_names_distinct_and_in_range():
     assert len({pop.full_name(i) for i in range(5000)}) == 5000
 
 
+def _chi2_bound(df: int) -> float:
+    """A chi-square(df) value exceeded with probability 1e-9 by a uniform draw (scipy when
+    installed, else the normal approximation mean + 6 sd)."""
+    try:
+        from scipy.stats import chi2
+    except ImportError:
+        return df + 6 * np.sqrt(2 * df)
+    return float(chi2.isf(1e-9, df))
+
+
 def test_attributes_uniform_enough():
-    pop = BioSPopulation.sample(20000, 2)
-    for arr, k in ((pop.gender, 2), (pop.major, 100), (pop.city, 200)):
-        counts = np.bincount(arr, minlength=k)
-        assert len(counts) == k
+    """Every attribute, every date part and every name part is uniform over its whole pool.
+    Catches an off-by-one range (a pool entry never drawn or one past the end), a biased or
+    wrongly decoded draw (e.g. a date whose day depends on its month), a skewed name sampler."""
+    pop = BioSPopulation.sample(40000, 2)  # >= 40 expected per cell of the largest pool (1000)
+    month, rest = np.divmod(pop.date.astype(np.int64), P.N_DAYS * P.N_YEARS)
+    day, year = np.divmod(rest, P.N_YEARS)
+    first, middle, last = P.split_name(pop.name)
+    checks = {
+        "gender": (pop.gender, P.N_GENDERS),
+        "birth month": (month, P.N_MONTHS),
+        "birth day": (day, P.N_DAYS),
+        "birth year": (year, P.N_YEARS),
+        "birth month x day": (month * P.N_DAYS + day, P.N_MONTHS * P.N_DAYS),  # 336 cells
+        "birth month x year": (month * P.N_YEARS + year, P.N_MONTHS * P.N_YEARS),  # 2400 cells
+        "city": (pop.city, P.N_CITIES),
+        "university": (pop.university, P.N_UNIVERSITIES),
+        "major": (pop.major, P.N_MAJORS),
+        "employer": (pop.employer, P.N_COMPANIES),
+        "first name": (first, P.N_FIRST),
+        "middle name": (middle, P.N_MIDDLE),
+        "last name": (last, P.N_LAST),
+    }
+    assert pop.date.min() >= 0 and pop.date.max() < P.N_DATES
+    for what, (arr, k) in checks.items():
+        counts = np.bincount(np.asarray(arr, dtype=np.int64), minlength=k)
+        assert len(counts) == k, f"{what}: values beyond the pool"
+        assert counts.min() > 0, f"{what}: a pool entry is never drawn"
         expected = len(arr) / k
-        chi2 = ((counts - expected) ** 2 / expected).sum()
-        assert chi2 < k + 6 * np.sqrt(2 * k)  # far inside a uniform draw's range
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < _chi2_bound(k - 1), (what, chi2)
 
 
 def test_population_is_deterministic_and_seed_dependent():

@@ -43,4 +43,19 @@ def test_biod_bits_hand_computed():
 
 
 def test_r_max():
-    assert r_max(bios_bits(1_000_000)["total"], 27_460_000) == pytest.approx(2.0, abs=0.01)
+    # Figures worked out independently (30-digit decimal logs) from SPEC §4:
+    # bioS(10^6): 10^6·log2(1.6e8 / 10^6) + 10^6·log2(S0 = 2·67200·200·300·100·263 = 2.120832e14)
+    #           = 7,321,928.0949 + 47,591,623.6719 = 54,913,551.7668 bits; at P = 27.46M: 1.99977.
+    # Catches a wrong pool size, N0, S0 or name term, not just a wrong division.
+    b = bios_bits(1_000_000)
+    assert b["name"] == pytest.approx(7_321_928.0949, abs=1e-3)
+    assert b["value"] == pytest.approx(47_591_623.6719, abs=1e-3)
+    assert r_max(b["total"], 27_460_000) == pytest.approx(1.9997651772, rel=1e-9)
+    # the paper's scale: bioS(20M) holds 1,011,832,473.4 bits; over GPT2-small's 88M: 11.498
+    assert r_max(bios_bits(20_000_000)["total"], 88_000_000) == pytest.approx(11.49809629, rel=1e-8)
+    # bioD(N=1000, K=4, C=2, D=16, L=3, T=8): 1000·log2(160000) + 1000·4·2·4 + 4·16·(3·3 - 4)
+    #           = 17,287.7124 + 32,000 + 320 = 49,607.7124 bits; at P = 10,000: 4.96077
+    assert r_max(biod_bits(1000, 4, 2, 16, 3, 8)["total"], 10_000) == pytest.approx(
+        4.960771238, rel=1e-9
+    )
+    assert r_max(1.0, 4) == 0.25 and r_max(0.0, 7) == 0.0

@@ -39,7 +39,7 @@ CASES = {
     ),
     "mistral": (preset("mistral-2-4", V, d_model=64), "MistralForCausalLM"),
     "mixtral": (
-        preset("mistral-2-4-moe4", V, d_model=64, top_k=2, capacity_factor_eval=0),
+        preset("mistral-2-4-moe4", V, d_model=64, top_k=2),
         "MixtralForCausalLM",
     ),
 }
@@ -210,10 +210,9 @@ def test_export_then_load(case, tmp_path: Path):
         (preset("gpt2-1-4", V, n_kv_head=2), "n_kv_head"),
         (preset("llama-1-2", V, mlp_gated=False), "mlp_gated"),
         (preset("llama-1-2", V, rotary_fraction=0.5), "rotary_fraction"),
-        (preset("llama-1-2-moe4", V, capacity_factor_eval=0), "top_k"),  # Switch top-1
-        (preset("llama-1-2-moe4", V, top_k=2), "capacity_factor_eval"),
-        (preset("gpt2-1-2-moe4", V, top_k=2, capacity_factor_eval=0), "norm"),
-        (preset("llama-1-2-moe4", V, top_k=2, capacity_factor_eval=0, bias=True), "bias"),
+        (preset("llama-1-2-moe4", V), "top_k"),  # Switch top-1
+        (preset("gpt2-1-2-moe4", V, top_k=2), "norm"),
+        (preset("llama-1-2-moe4", V, top_k=2, bias=True), "bias"),
     ],
 )
 def test_refusals(cfg, field):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,11 @@ def _route_in_order(layer: MoEMLP) -> torch.Tensor:
 def test_moe_presets_and_validation():
     c = preset("gpt2-2-2-moe32", 100)
     assert (c.n_experts, c.top_k, c.expert_hidden, c.is_moe, c.has_mlp) == (32, 1, 128, True, True)
-    assert (c.capacity_factor_train, c.capacity_factor_eval, c.aux_loss_coef) == (2.0, 8.0, 0.01)
+    assert (c.capacity_factor_train, c.aux_loss_coef) == (2.0, 0.01)
+    # the retired eval capacity factor: saved configs carrying it still load, and it is ignored
+    assert "capacity_factor_eval" not in c.model_dump()
+    assert ModelConfig(**c.model_dump(), capacity_factor_eval=8.0) == c
+    assert preset("gpt2-2-2-moe32", 100, capacity_factor_eval=0.5) == c
     assert preset("gpt2-2-2-moe8", 100, top_k=2).top_k == 2
     assert preset("llama-1-2-moe4", 100).mlp_gated
     assert not preset("gpt2-2-2", 100).is_moe
@@ -75,7 +80,7 @@ def test_expert_capacity():
 @pytest.mark.parametrize(("gated", "act", "bias"), [(False, "gelu", True), (True, "silu", False)])
 def test_single_expert_equals_dense_mlp(gated, act, bias):
     kw = dict(n_experts=1, mlp_gated=gated, activation=act, bias=bias)
-    layer = _layer(**kw, capacity_factor_train=0.0, capacity_factor_eval=0.0)
+    layer = _layer(**kw, capacity_factor_train=0.0)
     dense_cfg = _cfg(**kw, mlp_ratio=1)
     dense = GatedMLP(dense_cfg) if gated else MLP(dense_cfg)
     h = dense_cfg.hidden
@@ -110,25 +115,27 @@ def test_vectorised_equals_loop_reference(top_k, gated, bias, cf):
         bias=bias,
         expert_hidden_ratio=1.5,
         capacity_factor_train=cf,
-        capacity_factor_eval=cf,
     )
     x = torch.randn(4, 9, 16)
     for mode in (True, False):
         layer.train(mode)
+        assert layer.capacity_factor == (cf if mode else 0.0)  # eval mode: no capacity limit
         x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-        y, ref = layer(x1), moe_loop_reference(layer, x2, cf)
+        y, ref = layer(x1), moe_loop_reference(layer, x2, layer.capacity_factor)
         torch.testing.assert_close(y, ref, atol=1e-6, rtol=1e-5)
         w = torch.randn_like(y)
         g1 = torch.autograd.grad((y * w).sum(), [x1, *layer.parameters()])
         g2 = torch.autograd.grad((ref * w).sum(), [x2, *layer.parameters()])
         for a, b in zip(g1, g2, strict=True):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    if cf == 0.5:
-        assert layer.drop_fraction.item() > 0  # the capacity limit was exercised
+        if mode and cf == 0.5:
+            assert layer.drop_fraction.item() > 0  # the capacity limit was exercised
+        if not mode:
+            assert layer.drop_fraction.item() == 0.0
 
 
 def test_capacity_respected_and_dropped_tokens_pass_unchanged():
-    cfg = _cfg(n_experts=4, capacity_factor_train=1.0, capacity_factor_eval=2.0)
+    cfg = _cfg(n_experts=4, capacity_factor_train=1.0)
     torch.manual_seed(0)
     block = Block(cfg)
     layer = block.mlp
@@ -145,19 +152,21 @@ def test_capacity_respected_and_dropped_tokens_pass_unchanged():
     x = torch.randn(2, 6, 16)
     N = 12
     cos, sin = torch.ones(6, cfg.rotary_dims), torch.zeros(6, cfg.rotary_dims)
-    for mode, cf in ((True, 1.0), (False, 2.0)):
+    for mode in (True, False):  # eval mode: no capacity limit, all N tokens are served
         block.train(mode)
         seen.clear()
         with torch.no_grad():
             out = block(x, cos, sin).reshape(N, 16)
-        cap = expert_capacity(cf, N, 1, 4)
+        cap = expert_capacity(1.0, N, 1, 4) if mode else N
+        assert cap == (3 if mode else 12)
         buf = seen[0]
         filled = buf.abs().sum(-1) > 0  # (E, C): rows holding a token
         assert buf.shape[1] <= cap and filled.sum(1).tolist() == [cap, 0, 0, 0]
         # the first `cap` tokens are served, the rest are dropped and pass unchanged
         flat = x.reshape(N, 16)
         assert not torch.allclose(out[:cap], flat[:cap])
-        torch.testing.assert_close(out[cap:], flat[cap:], atol=0, rtol=0)
+        if cap < N:
+            torch.testing.assert_close(out[cap:], flat[cap:], atol=0, rtol=0)
         assert layer.drop_fraction.item() == pytest.approx(1 - cap / N)
 
 
@@ -299,3 +308,74 @@ def test_moe_gpt_trains():
     assert losses[0] == pytest.approx(math.log(V), abs=0.3)
     assert losses[-1] < 0.5 * losses[0]
     assert all(math.isfinite(v) for v in model.moe_metrics().values())
+
+
+# ---------------------------------------------------------------- measurement never drops tokens
+
+
+def _tight_moe_gpt(V: int) -> GPT:
+    """A small MoE GPT whose experts matter (weights far from init) with capacity factors so
+    tight that any capacity limit at evaluation would drop most token-slots."""
+    torch.manual_seed(0)
+    # capacity_factor_eval: a retired key that saved configs carry, now accepted and ignored
+    # (before the fix it set the eval capacity: 0.5 dropped half the slots at measurement)
+    cfg = preset(
+        "gpt2-1-2-moe4",
+        V,
+        d_model=32,
+        context=256,
+        capacity_factor_train=0.25,
+        capacity_factor_eval=0.5,
+    )
+    model = GPT(cfg)
+    with torch.no_grad():
+        for layer in model.moe_layers():
+            layer.router.weight.normal_(std=1.0)
+            layer.w_in.normal_(std=0.3)
+            layer.w_out.normal_(std=0.3)
+    return model.eval()
+
+
+def test_eval_losses_do_not_depend_on_the_batch(bios_ds):
+    """Catches capacity (or any cross-token coupling) at evaluation: a person's per-token losses
+    must be the same scored alone as inside a 64-document batch padded with <|eos|>."""
+    from kcap.measure.losses import token_losses
+
+    tok = bios_ds.tokenizer
+    model = _tight_moe_gpt(tok.vocab_size)
+    docs = [
+        tok.encode_pieces(d.pieces)[0]
+        for d in bios_ds.source(eval_=True).documents(0, np.arange(bios_ds.n))
+    ]
+    rng = np.random.default_rng(0)
+    # 64 documents of very different lengths: the biographies, then truncated copies of them
+    extra = [docs[i][: rng.integers(3, len(docs[i]))] for i in rng.integers(0, len(docs), 24)]
+    batch = docs + extra
+    assert len(batch) == 64 and len({len(d) for d in batch}) > 20
+    cpu = torch.device("cpu")
+    together, hits_together, _ = token_losses(model, batch, tok.eos_id, cpu)
+    assert all(m.drop_fraction.item() == 0.0 for m in model.moe_layers())
+    for i in (0, 7, 39, 40, 63):
+        alone, hits_alone, _ = token_losses(model, [batch[i]], tok.eos_id, cpu)
+        assert all(m.drop_fraction.item() == 0.0 for m in model.moe_layers())
+        np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-5)
+        assert np.array_equal(hits_together[i], hits_alone[0])
+    # training keeps its capacity limit
+    model.train()
+    model(torch.tensor([batch[0]]))
+    assert all(m.drop_fraction.item() > 0 for m in model.moe_layers())
+
+
+def test_measure_does_not_depend_on_the_batch_size(bios_ds):
+    """Catches bits that depend on who else shares a measuring batch (MoE capacity at eval)."""
+    from kcap.measure.knowledge import measure
+
+    model = _tight_moe_gpt(bios_ds.tokenizer.vocab_size)
+    one = measure(model, bios_ds, P_count=1000, batch_size=1)
+    many = measure(model, bios_ds, P_count=1000, batch_size=64)
+    assert many.p1 == pytest.approx(one.p1, rel=1e-6)
+    assert many.p2 == pytest.approx(one.p2, rel=1e-6)
+    for key, v in one.bits_unclipped.items():
+        assert many.bits_unclipped[key] == pytest.approx(v, rel=1e-6, abs=1e-3), key
+    assert many.loss_per_attribute == pytest.approx(one.loss_per_attribute, rel=1e-6)
+    assert many.recall_per_attribute == one.recall_per_attribute

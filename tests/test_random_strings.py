@@ -1,8 +1,11 @@
-"""Random strings: exact bits, one sequence per row for E epochs, memorised bits (0 for a
-uniform model, S·log2 V per sequence for an oracle), the capacity plateau, training."""
+"""Random strings: exact bits, one sequence per row for E epochs, fresh strings, memorised bits
+net of the fresh-string floor (0 for a uniform or unigram model, S·log2 V per sequence for an
+oracle, less the unavoidable identification cost for a causal one), the capacity plateau,
+training."""
 
 import copy
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,8 +13,9 @@ import torch
 from torch import nn
 
 from kcap.data.biod import symbol
-from kcap.data.dataset import load_dataset
-from kcap.data.random_strings import build_random
+from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset, write_dataset
+from kcap.data.random_strings import RandomStrings, build_random
+from kcap.errors import KcapError
 from kcap.measure.knowledge import measure
 from kcap.measure.memorization import capacity_plateau, memorized_bits
 from kcap.tokenization.factory import make_stream
@@ -22,6 +26,14 @@ BIG = 1e4
 @pytest.fixture(scope="module")
 def rs(random_dir):
     return load_dataset(random_dir)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """M = 2000 strings of S = 8 over V = 16: enough for the floor to stand out of the noise."""
+    out = tmp_path_factory.mktemp("random-big") / "ds"
+    write_dataset(out, *build_random(2000, 8, 16, seed=3), force=False)
+    return load_dataset(out)
 
 
 def test_defaults_carry_704_bits_per_sequence():
@@ -83,6 +95,32 @@ def test_window_must_hold_a_sequence(rs):
         make_stream(rs, exposures=1, seed=0, window=4)
 
 
+def test_fresh_strings_are_never_training_strings_and_deterministic(rs):
+    strings = rs.population
+    fresh = strings.fresh(DEFAULT_EVAL_SEED)
+    assert fresh.sequences.shape == strings.sequences.shape
+    assert fresh.sequences.dtype == strings.sequences.dtype and fresh.v == strings.v
+    assert not {tuple(x) for x in fresh.sequences.tolist()} & {
+        tuple(x) for x in strings.sequences.tolist()
+    }
+    assert np.array_equal(fresh.sequences, strings.fresh(DEFAULT_EVAL_SEED).sequences)
+    assert not np.array_equal(fresh.sequences, strings.fresh(DEFAULT_EVAL_SEED + 1).sequences)
+    assert strings.fresh(DEFAULT_EVAL_SEED, 5).sequences.shape == (5, 8)
+    # a stream of its own: another seed's strings, not the training ones shifted
+    assert not np.array_equal(fresh.sequences, RandomStrings.sample(24, 8, 16, 2).sequences)
+
+
+def test_fresh_strings_avoid_training_strings_in_a_tiny_space():
+    strings = RandomStrings(0, 8, np.array([[0], [3], [3], [5], [6], [7]], dtype=np.int16))
+    fresh = strings.fresh(1, 2000).sequences.ravel()
+    # uniform over the three unseen strings: each one drawn, none of the seen ones
+    assert sorted(Counter(fresh.tolist())) == [1, 2, 4]
+    assert min(Counter(fresh.tolist()).values()) > 2000 / 3 * 0.8
+    every = RandomStrings(0, 2, np.array([[0], [1], [1]], dtype=np.int16))
+    with pytest.raises(KcapError, match="none is left unseen"):
+        every.fresh(1)
+
+
 class Oracle(nn.Module):
     """Knows the sequences in ``known``: the true next token gets all the mass."""
 
@@ -96,9 +134,8 @@ class Oracle(nn.Module):
         S = idx.shape[1]
         for b, row in enumerate(idx.tolist()):
             seq = next((s for s in self.seqs if list(s[: S - 1]) == row[1:]), None)
-            if seq is not None:
-                for t in range(S):
-                    out[b, t, seq[t]] = BIG
+            for t, x in enumerate((seq or ())[:S]):
+                out[b, t, x] = BIG
         return out
 
 
@@ -126,6 +163,158 @@ def test_oracle_memorises_s_log2_v_per_sequence(rs):
     # a subset measurement is scaled to all M sequences
     sub = measure(Oracle(rs, np.arange(rs.n)), rs, P_count=100, max_people=6)
     assert sub.n_measured == 6 and sub.bits["total"] == pytest.approx(rs.n * 32, rel=1e-6)
+
+
+class Mixture(nn.Module):
+    """A causal model of the strings: q(x) = λ·[x ∈ K]/|K| + (1 - λ)·Π_t p(x_t).
+
+    It knows the strings K (none when K is empty) and elsewhere is the unigram p over the V
+    symbols, symbol 0 ``w`` times as likely as each other one (w = 1: uniform), eos never. The
+    logits at position t are log q(x_1..x_t s) over the next symbol s: they read the tokens up to
+    t only, and their softmax is q's conditional, so the sequence's NLL is exactly -ln q(x)."""
+
+    def __init__(self, v, known=(), lam=0.0, w=1.0):
+        super().__init__()
+        self.v, self.lam = v, lam if len(known) else 0.0
+        self.p = np.full(v, 1.0)
+        self.p[0] = w
+        self.p /= self.p.sum()
+        self.known = {tuple(k) for k in np.asarray(known).tolist()}
+        self.prefixes = Counter(k[:t] for k in self.known for t in range(len(k) + 1))
+
+    def forward(self, idx):
+        out = torch.full((*idx.shape, self.v + 1), -BIG)
+        for b, row in enumerate(idx.tolist()):
+            for t in range(idx.shape[1]):
+                prefix = tuple(row[1 : t + 1])  # the symbols after the opening eos
+                mass = (1 - self.lam) * np.prod(self.p[list(prefix)]) * self.p
+                if self.known:
+                    counts = [self.prefixes[(*prefix, s)] for s in range(self.v)]
+                    mass = mass + self.lam * np.array(counts) / len(self.known)
+                out[b, t, : self.v] = torch.as_tensor(np.log(mass))
+        return out
+
+    def gain(self, seqs):
+        """S·log2 V + log2 q(x) of each string: its memorised bits before clipping."""
+        seqs = np.asarray(seqs)
+        known = np.array([tuple(x) in self.known for x in seqs.tolist()])
+        q_known = self.lam * known / max(len(self.known), 1)
+        q = q_known + (1 - self.lam) * np.prod(self.p[seqs], axis=1)
+        return seqs.shape[1] * math.log2(self.v) + np.log2(q)
+
+
+def clipped_moments(s, v, w, lam=0.0):
+    """Mean and variance of max(0, gain) of a uniform random string under ``Mixture`` away from
+    K: gain = log2(1 - λ) + k·log2(V·p_0) + (S - k)·log2(V·p_1), k ~ Binomial(S, 1/V) the count
+    of symbol 0 (exact, by summing over k)."""
+    z = v - 1 + w
+    mean = second = 0.0
+    for k in range(s + 1):
+        pk = math.comb(s, k) * (1 / v) ** k * (1 - 1 / v) ** (s - k)
+        g = math.log2(1 - lam) + k * math.log2(v * w / z) + (s - k) * math.log2(v / z)
+        mean += pk * max(0.0, g)
+        second += pk * max(0.0, g) ** 2
+    return mean, second - mean**2
+
+
+def floor_tolerance(var, m_train, m_fresh, scale=1.0):
+    """Five standard deviations of a difference of two sums of iid clipped gains (the training
+    strings the model does not know, and the fresh strings): P(|noise| > tol) < 6e-7."""
+    return 5 * scale * math.sqrt(var * (m_train + m_fresh))
+
+
+def test_causal_oracle_is_causal(rs):
+    model = Mixture(16, rs.population.sequences[:5], lam=0.5, w=2.0)
+    idx = torch.as_tensor(np.c_[np.full(5, 16), rs.population.sequences[:5, :-1]])
+    later = idx.clone()
+    later[:, 4:] = torch.randint(0, 16, (5, idx.shape[1] - 4))
+    assert torch.equal(model(idx)[:, :4], model(later)[:, :4])
+    assert not torch.equal(model(idx)[:, 4:], model(later)[:, 4:])
+
+
+def test_unigram_model_nets_zero_memorised_bits(big):
+    """Memorised nothing, yet not uniform: symbol 0 twice as likely as each other symbol. Its
+    clipped gain on a random string has mean 0.218 bits and sd 0.411 (exact, `clipped_moments`),
+    so the raw total is a floor of about 0.218·M bits that grows with M, while the net figure is
+    a difference of two sums of M iid such gains: 0 in expectation, sd 0.411·sqrt(2M) = 26 bits
+    at M = 2000; the tolerance is 5 sd, 130 bits, a third of the floor."""
+    model = Mixture(16, w=2.0)
+    r = measure(model, big, P_count=100)
+    m, (mean, var) = big.n, clipped_moments(8, 16, 2.0)
+    fresh = big.population.fresh(DEFAULT_EVAL_SEED).sequences
+    raw, floor = r.details["raw_memorized_bits"], r.details["fresh_floor_bits"]
+    # the scores are exactly the model's: clipped gains of the training and the fresh strings
+    assert raw == pytest.approx(np.maximum(0, model.gain(big.population.sequences)).sum(), rel=1e-5)
+    assert floor == pytest.approx(np.maximum(0, model.gain(fresh)).sum(), rel=1e-5)
+    # raw: the floor, 0.218 bits a sequence, though nothing was memorised
+    assert raw == pytest.approx(m * mean, abs=floor_tolerance(var, m, 0))
+    tol = floor_tolerance(var, m, m)
+    assert raw > 2 * tol
+    # net: nothing
+    assert abs(r.bits["total"]) <= tol and r.bits["value"] == r.bits["total"]
+    assert r.details["net_memorized_bits"] == r.bits["total"] == pytest.approx(raw - floor)
+    assert r.bits["total"] / 100 == pytest.approx(r.R)
+
+
+def test_fresh_floor_is_subsampled_and_scaled_like_the_training_strings(big):
+    model = Mixture(16, w=2.0)
+    r = measure(model, big, P_count=100, max_people=400)
+    assert r.n_measured == 400 and r.details["fresh_sequences"] == 400
+    fresh = big.population.fresh(DEFAULT_EVAL_SEED, 400).sequences
+    scale = big.n / 400
+    floor = np.maximum(0, model.gain(fresh)).sum() * scale
+    assert r.details["fresh_floor_bits"] == pytest.approx(floor, rel=1e-5)
+    var = clipped_moments(8, 16, 2.0)[1]
+    assert abs(r.bits["total"]) <= floor_tolerance(var, 400, 400, scale)
+
+
+def test_causal_oracle_nets_the_bits_of_the_sequences_it_knows(rs):
+    """Knows 8 of the 24 strings (λ = 1 - 2^-20) and is uniform elsewhere: a string it does not
+    know, trained on or fresh, has gain log2(1 - λ) = -20 bits, clipped to 0, so the floor is
+    exactly 0 and net = raw = Σ over K of S·log2 V + log2(λ/|K| + (1 - λ)·V^-S). That is |K|·S·
+    log2 V less log2(|K|/λ) ≈ 3 bits a string: a causal model must tell the |K| strings apart
+    from their first symbols (Kraft: Σ over K of q(x) <= 1), which only the non-causal `Oracle`
+    above gets for free."""
+    known = rs.population.sequences[::3]
+    lam = 1 - 2**-20
+    r = measure(Mixture(16, known, lam=lam), rs, P_count=100, batch_size=5)
+    k = len(known)
+    exact = k * (32 + math.log2(lam / k + (1 - lam) * 16**-8))
+    assert r.bits["total"] == pytest.approx(exact, rel=1e-5)
+    assert 0 <= k * 32 - r.bits["total"] <= k * math.log2(k / lam) + 1e-3
+    assert r.details["fresh_floor_bits"] == 0.0
+    assert r.details["raw_memorized_bits"] == r.bits["total"]
+    assert r.details["sequences_clipped"] == rs.n - k
+
+
+def test_causal_oracle_over_a_non_uniform_floor_nets_only_what_it_knows(big):
+    """Knows 16 strings (λ = 0.1) and is the skewed unigram elsewhere. The strings it does not
+    know keep a clipped gain of mean 0.157 and sd 0.367 bits (`clipped_moments`, shifted by
+    log2(1 - λ)); net = Σ_K gain - (the floor of the |K| fresh strings the known ones displace),
+    expected Σ_K gain - |K|·0.157, within 5 sd of M - |K| training and M fresh strings (116
+    bits). The raw total overshoots by about M·0.157 = 313 bits."""
+    known = big.population.sequences[:: big.n // 16]
+    lam = 0.1
+    model = Mixture(16, known, lam=lam, w=2.0)
+    r = measure(model, big, P_count=100)
+    k, m = len(known), big.n
+    mean, var = clipped_moments(8, 16, 2.0, lam)
+    expected = model.gain(known).sum() - k * mean
+    tol = floor_tolerance(var, m - k, m)
+    assert r.bits["total"] == pytest.approx(expected, abs=tol)
+    assert r.details["raw_memorized_bits"] - expected > 2 * tol
+
+
+def test_reports_show_raw_floor_and_net(rs):
+    from kcap.experiments.run_report import measurement_rows
+
+    r = measure(Mixture(16, rs.population.sequences[:4], lam=0.5, w=2.0), rs, P_count=100)
+    d = r.details
+    label, text = next(row for row in measurement_rows(r.to_dict()) if "floor" in row[0])
+    assert "raw" in label and "net" in label
+    assert text == (
+        f"{d['raw_memorized_bits']:,.0f} - {d['fresh_floor_bits']:,.0f} = {r.bits['total']:,.0f}"
+    )
 
 
 def test_memorized_bits_clips_each_sequence():

@@ -985,8 +985,8 @@ def recipes() -> dict[str, dict]:
         "Figures 7, 16, 17",
         c9,
         {"base": paper_base(bios("paper"), 1000), "blocks": b9},
-        notes="Parameter 9 (top-1, capacity factor 2 in training, 8 in evaluation: the preset's "
-        "defaults). Every other MoE shape.",
+        notes="Parameter 9 (top-1, capacity factor 2 in training, none in evaluation: the "
+        "preset's defaults). Every other MoE shape.",
     )
 
     # 10-12 -- junk mixtures (Figure 8)

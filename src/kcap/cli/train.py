@@ -97,7 +97,10 @@ def print_measurement(m: dict, summary: dict | None = None) -> None:
     table = Table(title="knowledge stored", show_header=False)
     for label, value in rows:
         table.add_row(label, value)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for note in m.get("notes") or []:
+        console.print(f"note: {note}")
 
 
 def measure_cmd(

@@ -30,6 +30,7 @@ ATTRIBUTE_LABELS = tuple(range(2, 8))
 TAG_POPULATION, TAG_TRAIN, TAG_EVAL = 0, 1, 2
 TAG_JUNK_POPULATION, TAG_JUNK, TAG_JUNK_LAYOUT, TAG_JUNK_NAMES, TAG_JUNK_ORDER = 4, 5, 6, 7, 8
 TAG_BIOR_PROMPT, TAG_BIOR_PICK, TAG_BIOR_FALLBACK = 9, 10, 11
+TAG_EVAL_GENDER = 12  # bioS-fullname evaluation: template redraws that state the gender
 
 
 def rng_for(*key: int) -> np.random.Generator:
@@ -163,6 +164,26 @@ def layouts(n_people: int, *key: int) -> tuple[np.ndarray, np.ndarray]:
     return tmpl, order
 
 
+def stating_gender(
+    tmpl: np.ndarray, has_pronoun: Sequence[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
+    """Template choices [n, 6] in which every row has a template with a pronoun: a row with none
+    redraws all its templates from ``rng`` until it has one. The redraws depend on templates
+    only, never on the person, so the evaluation stays a valid generator's template draw."""
+    tmpl = tmpl.copy()
+    counts = np.array([len(h) for h in has_pronoun])
+    columns = range(tmpl.shape[1])
+
+    def silent(rows: np.ndarray) -> np.ndarray:
+        return ~np.any([has_pronoun[a][tmpl[rows, a]] for a in columns], axis=0)
+
+    rows = np.flatnonzero(silent(np.arange(len(tmpl))))
+    while len(rows):
+        tmpl[rows] = rng.integers(0, counts, size=(len(rows), len(counts)))
+        rows = rows[silent(rows)]
+    return tmpl
+
+
 class BioSRenderer:
     """Renders people of a population as labelled documents, for one variant.
 
@@ -242,6 +263,14 @@ class BioSRenderer:
     def value_pieces(self) -> list[str]:
         """The text of every value piece any person can have (all pools, leading space)."""
         return [piece[0] for values in self._values for piece in values]
+
+    def pronoun_templates(self) -> list[np.ndarray]:
+        """Per attribute, which templates hold a pronoun when the subject is the full name (the
+        fullname variant states the gender only through these)."""
+        return [
+            np.array([any(k == PRONOUN for k, _ in t[0][1][0]) for t in per_attr])
+            for per_attr in self.compiled
+        ]
 
     def for_population(self, population: BioSPopulation) -> BioSRenderer:
         """A renderer of another population sharing this one's prepared tables (cheap)."""

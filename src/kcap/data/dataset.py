@@ -25,12 +25,15 @@ from kcap.data import pools as P
 from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
 from kcap.data.bios import (
     TAG_EVAL,
+    TAG_EVAL_GENDER,
     TAG_TRAIN,
     VARIANTS,
     BioSPopulation,
     BioSRenderer,
     layouts,
     name_part_lengths,
+    rng_for,
+    stating_gender,
 )
 from kcap.data.bits import biod_bits, bios_bits
 from kcap.data.documents import Document
@@ -67,12 +70,19 @@ class BioSSource:
         self.seed = seed
         self.tag = tag if tag is not None else TAG_EVAL if eval_ else TAG_TRAIN
         self.fixed = variant == "simple" or eval_
+        # bioS-fullname states the gender only in templates with a pronoun: its evaluation
+        # biographies are drawn to have one, so the gender the training stream holds is read
+        self.state_gender = eval_ and variant == "fullname"
         self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _layouts(self, exposure: int) -> tuple[np.ndarray, np.ndarray]:
         e = 0 if self.fixed else exposure
         if self._cached is None or self._cached[0] != e:
-            self._cached = (e, layouts(self.n, self.seed, self.tag, e))
+            tmpl, order = layouts(self.n, self.seed, self.tag, e)
+            if self.state_gender:
+                redraws = rng_for(self.seed, TAG_EVAL_GENDER)
+                tmpl = stating_gender(tmpl, self.renderer.pronoun_templates(), redraws)
+            self._cached = (e, (tmpl, order))
         return self._cached[1]
 
     def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:

@@ -8,6 +8,13 @@ stores the sequences (``population.npz``); its tokenizer is the trivial one of t
 Training shows one sequence per row, ``<|eos|> x_1 .. x_S`` (`kcap.tokenization.rows`), every
 sequence once per epoch in a fresh order; E epochs are E exposures. The measurement
 (`kcap.measure.memorization`) scores each sequence exactly as it was trained: given the eos.
+
+**Fresh strings** (`RandomStrings.fresh`) are the measurement's control: strings of the same S
+and V the model never saw, whose score is the floor a model reaches without memorising anything.
+They come from their own random stream, ``rng_for(seed, TAG_FRESH, eval_seed)``: a key apart from
+the training strings' ``rng_for(seed, TAG_POPULATION)`` (so independent of them), fixed by the
+dataset seed and the evaluation seed. A draw that equals a training string is drawn again, so no
+fresh string is ever a training string.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from kcap.tokenization.tokenizer import KTokenizer
 
 DEFAULT_S, DEFAULT_V = 64, 2048
 MAX_SYMBOLS = 1 << 20
+TAG_FRESH = 64  # the fresh strings' stream: apart from every tag of `kcap.data.bios` (< 64)
 
 
 @dataclass
@@ -51,6 +59,29 @@ class RandomStrings:
         seqs = rng_for(seed, TAG_POPULATION).integers(0, v, (m, s), dtype=dtype)
         return cls(seed, v, seqs)
 
+    def fresh(self, eval_seed: int, count: int | None = None) -> RandomStrings:
+        """``count`` (default M) fresh strings: same S and V, none of them a training string.
+
+        Drawn iid uniform from ``rng_for(seed, TAG_FRESH, eval_seed)``, each draw that equals a
+        training string drawn again (so they are uniform over the strings outside the training
+        set); deterministic from the dataset seed and ``eval_seed``."""
+        n = self.n if count is None else count
+        train = _row_keys(self.sequences)
+        space = self.v**self.s
+        require(
+            space > self.n or len(np.unique(train)) < space,
+            "dataset",
+            f"its strings are all the {self.v}^{self.s} possible ones: none is left unseen",
+        )
+        rng = rng_for(self.seed, TAG_FRESH, eval_seed)
+        dtype = self.sequences.dtype
+        seqs = rng.integers(0, self.v, (n, self.s), dtype=dtype)
+        seen = np.isin(_row_keys(seqs), train)
+        while seen.any():
+            seqs[seen] = rng.integers(0, self.v, (int(seen.sum()), self.s), dtype=dtype)
+            seen[seen] = np.isin(_row_keys(seqs[seen]), train)
+        return RandomStrings(self.seed, self.v, seqs)
+
     def save(self, path: Path) -> None:
         np.savez(path, seed=self.seed, v=self.v, sequences=self.sequences)
 
@@ -63,6 +94,12 @@ class RandomStrings:
         """The sequences as token ids [M, S] (int64)."""
         lookup = np.array([tok.hf.token_to_id(symbol(i)) for i in range(self.v)], dtype=np.int64)
         return lookup[self.sequences]
+
+
+def _row_keys(seqs: np.ndarray) -> np.ndarray:
+    """One opaque value per row [M] (the row's bytes), equal exactly when the rows are equal."""
+    rows = np.ascontiguousarray(seqs)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 
 class RandomStringSource:

@@ -25,7 +25,28 @@ def measurement_rows(m: dict) -> list[tuple[str, str]]:
         ("capacity ratio R (bits/param)", f"{m['R']:.3f}"),
         ("R_max", f"{m['R_max']:.3f}"),
         ("recall accuracy", f"{m['recall_accuracy']:.1%}"),
+        *_detail_rows(m.get("details") or {}),
     ]
+
+
+def _detail_rows(details: dict) -> list[tuple[str, str]]:
+    """Rows of kind-specific figures: random strings' raw bits beside the fresh-string floor the
+    net figure is short of; bioS's work-city loss (charged with the employer)."""
+    rows = []
+    if "fresh_floor_bits" in details:
+        raw, floor = details["raw_memorized_bits"], details["fresh_floor_bits"]
+        net = details["net_memorized_bits"]
+        rows.append(
+            ("memorised bits: raw - fresh floor = net", f"{raw:,.0f} - {floor:,.0f} = {net:,.0f}")
+        )
+    if "work_city_loss" in details:
+        rows.append(("work city loss, in employer (nats)", f"{details['work_city_loss']:.3f}"))
+    return rows
+
+
+def _notes_section(notes: list[str]) -> list[str]:
+    """Markdown lines saying what this kind's figures mean, when the measurement says."""
+    return ["## Notes", "", *(f"- {note}" for note in notes), ""] if notes else []
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
@@ -106,6 +127,11 @@ def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -
         "|---|---|---|---|",
         per_attr,
         "",
+        *(
+            ["## Notes", "", *(f"- {note}" for note in m.get("notes") or []), ""]
+            if m.get("notes")
+            else []
+        ),
         "![training loss](loss.png)",
         "",
         "![bits over training](bits.png)",

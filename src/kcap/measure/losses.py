@@ -5,6 +5,10 @@ token i of the document is scored by the logits after ``<|eos|> d_1 .. d_{i-1}``
 gives whether greedy decoding would reproduce each token (argmax == token), which makes exact-
 match recall of any span a by-product: greedy generation reproduces a span exactly iff every one
 of its tokens is the argmax given the correct tokens before it.
+
+A query ``(i, candidate_ids)`` also reads the log-probabilities of chosen tokens as token i of
+the document; i may be the document's length (the token after its end). The batch is padded on
+the right with ``<|eos|>``: with causal attention, padding never changes an earlier position.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: (document token index, candidate token ids): read the candidates' log-probabilities there.
+Query = tuple[int, Sequence[int]]
+
 
 @torch.no_grad()
 def token_losses(
@@ -23,13 +30,12 @@ def token_losses(
     eos_id: int,
     device: torch.device,
     *,
-    probes: Sequence[tuple | None] | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
-    """For each document: natural-log loss of every token, whether it is the argmax, and, where
-    ``probes[i] = (position, candidate_ids, ...)``, the log-probabilities of those candidates as the
-    token at that position (None elsewhere)."""
+    queries: Sequence[Sequence[Query]] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[list[np.ndarray]]]:
+    """For each document: natural-log loss of every token, whether it is the argmax, and for each
+    of its ``queries`` the log-probabilities of the candidate tokens at that position."""
     lengths = [len(d) for d in docs]
-    width = max(lengths) + 1
+    width = max(lengths) + 2  # one extra position: queries may read the token after the end
     batch = torch.full((len(docs), width), eos_id, dtype=torch.long)
     for i, d in enumerate(docs):
         batch[i, 1 : 1 + len(d)] = torch.as_tensor(d, dtype=torch.long)
@@ -38,12 +44,12 @@ def token_losses(
     targets = batch[:, 1:]
     nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     hit = logits.argmax(-1) == targets
-    picked: list[np.ndarray | None] = [None] * len(docs)
-    for i, probe in enumerate(probes or ()):
-        if probe is not None:
-            position, candidates = probe[0], probe[1]
+    picked: list[list[np.ndarray]] = [[] for _ in docs]
+    for i, asked in enumerate(queries or ()):
+        for position, candidates in asked:
             logp = torch.log_softmax(logits[i, position], -1)
-            picked[i] = logp[torch.as_tensor(list(candidates), device=logp.device)].cpu().numpy()
+            ids = torch.as_tensor(list(candidates), dtype=torch.long, device=logp.device)
+            picked[i].append(logp[ids].cpu().numpy())
     nll, hit = nll.cpu().numpy(), hit.cpu().numpy()
     return (
         [nll[i, :n] for i, n in enumerate(lengths)],

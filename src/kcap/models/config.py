@@ -47,10 +47,20 @@ class ModelConfig(BaseModel):
     # follows `activation`, `mlp_gated` and `bias`; a linear router (no bias) picks top_k experts.
     n_experts: int = Field(default=0, ge=0)
     top_k: int = Field(default=1, ge=1, le=2)
-    capacity_factor_train: float = 2.0  # <= 0: no capacity limit
-    capacity_factor_eval: float = 8.0  # <= 0: no capacity limit
+    # Expert capacity in training mode only (<= 0: no limit). Eval mode never has a capacity
+    # limit, so the measure drops no token and a token's output does not depend on its batch.
+    capacity_factor_train: float = 2.0
     aux_loss_coef: float = Field(default=0.01, ge=0)
     expert_hidden_ratio: float = Field(default=1.0, gt=0)  # expert hidden = round(ratio * d)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: object) -> object:
+        """Accept and ignore `capacity_factor_eval`, which saved configs and run overrides may
+        still carry: evaluation no longer has a capacity limit, whatever the value was."""
+        if isinstance(data, dict) and "capacity_factor_eval" in data:
+            data = {k: v for k, v in data.items() if k != "capacity_factor_eval"}
+        return data
 
     @field_validator("d_model")
     @classmethod

@@ -8,11 +8,12 @@ Mappings (anything else raises `ValueError` naming the setting that prevents it)
   -> `GPTNeoXForCausalLM` with sequential residual (`use_parallel_residual=False`).
 - RMSNorm, gated MLP, full rotary, dense (the `llama` / `mistral` presets) -> `MistralForCausalLM`
   with grouped-query attention and no biases, else `LlamaForCausalLM` (which also takes biases).
-- RMSNorm, gated experts, no biases, full rotary, top_k = 2 and no eval capacity limit
-  (`capacity_factor_eval <= 0`) -> `MixtralForCausalLM`. Mixtral renormalises the top-k gates,
-  as our k = 2 router does; our k = 1 router is the Switch router whose gate is the raw router
-  probability (Mixtral would use 1.0), so top_k = 1 is refused. The training capacity factor
-  does not change the exported function and is not checked.
+- RMSNorm, gated experts, no biases, full rotary, top_k = 2 -> `MixtralForCausalLM`. Mixtral
+  renormalises the top-k gates, as our k = 2 router does; our k = 1 router is the Switch router
+  whose gate is the raw router probability (Mixtral would use 1.0), so top_k = 1 is refused.
+  Mixtral has no expert capacity, and neither has our eval mode (`kcap.models.moe`), so the
+  exported function is the same; the training capacity factor does not change it and is not
+  checked (a model loaded from Mixtral gets none).
 
 Activations: ours are exact (erf) GELU and SiLU, HF's "gelu" and "silu". Rotary embedding is the
 GPT-NeoX (rotate-half) layout in every architecture, as in ours. Models come back in eval mode.
@@ -61,12 +62,6 @@ def hf_architecture(cfg: ModelConfig) -> str:
                 "top_k",
                 "1 uses the raw router probability as gate (Switch) while Mixtral renormalises "
                 "top-k gates to sum to 1, so only top_k=2 exports",
-            )
-        if cfg.capacity_factor_eval > 0:
-            raise _refuse(
-                "capacity_factor_eval",
-                f"{cfg.capacity_factor_eval} can drop tokens; Mixtral has no expert capacity "
-                "(set capacity_factor_eval <= 0)",
             )
         return "mixtral"
     if not cfg.has_mlp:
@@ -228,7 +223,6 @@ def config_from_hf(hc: PreTrainedConfig) -> ModelConfig:
                 n_experts=hc.num_local_experts,
                 top_k=2,
                 capacity_factor_train=0.0,
-                capacity_factor_eval=0.0,
                 aux_loss_coef=hc.router_aux_loss_coef,
                 expert_hidden_ratio=hc.intermediate_size / d,
             )

@@ -1,16 +1,24 @@
-"""Mixture-of-experts MLP (SPEC §5 `-moe`): top-k routing with expert capacity, Switch loss.
+"""Mixture-of-experts MLP (SPEC §5 `-moe`): top-k routing, training-time expert capacity, Switch
+loss.
 
 `MoEMLP` replaces a block's MLP when `ModelConfig.n_experts > 0`. A linear router (no bias)
 gives softmax probabilities over E experts; each token picks its top-k experts (k = 1: the gate is
 the raw probability, as in the Switch Transformer; k = 2: the two gates are renormalised to sum
-to 1, as in Mixtral). Each expert accepts at most
+to 1, as in Mixtral). In training mode each expert accepts at most
 
-    capacity = ceil(capacity_factor * tokens * k / E)
+    capacity = ceil(capacity_factor_train * tokens * k / E)
 
-token-slots (factor `capacity_factor_train` in training mode, `capacity_factor_eval` in eval
-mode; a factor <= 0 means no limit). Slots are served in priority order: every token's first
-choice before any second choice, and in token order within a rank. A slot beyond its expert's
-capacity is dropped: it contributes zero, so the residual stream carries that token unchanged.
+token-slots (a factor <= 0 means no limit). Slots are served in priority order: every token's
+first choice before any second choice, and in token order within a rank. A slot beyond its
+expert's capacity is dropped: it contributes zero, so the residual stream carries that token
+unchanged.
+
+Eval mode (`not self.training`, which is how the knowledge measure runs) has no capacity limit
+and never drops a slot. Then each token's output depends on that token alone, not on the other
+tokens of the batch: a person's measured bits do not depend on who else shares the measuring
+batch, and the <|eos|> right-padding of `kcap.measure.losses.token_losses` changes nobody's
+result. (The only batch-wide quantity left in eval mode is the reported `aux_loss`.) This is
+also Mixtral's rule, so an exported model matches ours in eval mode.
 
 Dispatch is vectorised: slots are sorted by expert (stable), positions-in-expert come from the
 cumulative expert counts, tokens are gathered into an [E, capacity, d] buffer, all experts run
@@ -21,7 +29,7 @@ benchmarks only.
 After each forward the module holds `aux_loss`, the Switch load-balancing loss
 E * sum_e f_e * P_e (f_e: fraction of tokens whose first choice is e; P_e: mean router
 probability of e; its minimum 1 is reached by a uniform router), and `drop_fraction`, the
-fraction of token-slots dropped for lack of capacity.
+fraction of token-slots dropped for lack of capacity (always 0 in eval mode).
 """
 
 from __future__ import annotations
@@ -73,7 +81,6 @@ class MoEMLP(nn.Module):
         self.gated = cfg.mlp_gated
         self.act = F.gelu if cfg.activation == "gelu" else F.silu
         self.capacity_factor_train = cfg.capacity_factor_train
-        self.capacity_factor_eval = cfg.capacity_factor_eval
         self.router = nn.Linear(d, E, bias=False)
         n_in = 2 * h if self.gated else h
         self.w_in = nn.Parameter(torch.empty(E, d, n_in))
@@ -94,8 +101,9 @@ class MoEMLP(nn.Module):
 
     @property
     def capacity_factor(self) -> float:
-        """The capacity factor of the current mode (training or eval)."""
-        return self.capacity_factor_train if self.training else self.capacity_factor_eval
+        """The capacity factor of the current mode: `capacity_factor_train` in training mode,
+        0 (no limit) in eval mode, so evaluation never drops a token."""
+        return self.capacity_factor_train if self.training else 0.0
 
     def params_per_expert(self) -> int:
         n = self.w_in[0].numel() + self.w_out[0].numel()
@@ -140,7 +148,7 @@ class MoEMLP(nn.Module):
         slot_e = top_e.t().reshape(-1)  # (k*N,)
         counts = _counts(slot_e, E)
         cap = expert_capacity(self.capacity_factor, N, k, E)
-        if self.capacity_factor <= 0 or not self.training:
+        if self.capacity_factor <= 0:  # always so in eval mode: nothing is dropped
             # shrink the buffer to the busiest expert: same result, less padding (one host sync)
             cap = max(1, min(cap, int(counts.max())))
         order = torch.argsort(slot_e, stable=True)  # grouped by expert, priority kept
