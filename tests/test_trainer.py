@@ -47,6 +47,11 @@ def test_loss_falls_and_run_is_measured(tmp_path, bios_dir):
     md = write_run_report(tmp_path / "run", tmp_path / "report").read_text()
     assert f"| P (counted params) | {result.P:,} |" in md
     assert "| exposures (min / max realised) | 6 / 6 |" in md and "![bits over training]" in md
+    # bioS: the employer row carries the work city's loss, and the work-city figure is shown
+    work_city = result.details["work_city_loss"]
+    assert f"| work city loss, in employer (nats) | {work_city:.3f} |" in md
+    employer = result.loss_per_attribute["employer"]
+    assert f"| employer (with work city) | {employer:.3f} |" in md
     assert (tmp_path / "report" / "loss.png").stat().st_size > 0
     assert (tmp_path / "report" / "bits.png").stat().st_size > 0
     # the run can be reloaded and measured again with identical results

@@ -44,6 +44,13 @@ def _detail_rows(details: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _attribute_label(attribute: str, m: dict) -> str:
+    """An attribute's row label: bioS's employer row carries the work city's loss too."""
+    if attribute == "employer" and "work_city_loss" in (m.get("details") or {}):
+        return "employer (with work city)"
+    return attribute
+
+
 def _notes_section(notes: list[str]) -> list[str]:
     """Markdown lines saying what this kind's figures mean, when the measurement says."""
     return ["## Notes", "", *(f"- {note}" for note in notes), ""] if notes else []
@@ -113,7 +120,8 @@ def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -
         ("exposures (min / max realised)", f"{exposures['min']} / {exposures['max']}"),
     ]
     per_attr = "\n".join(
-        f"| {a} | {m['loss_per_attribute'][a]:.3f} | {m['bits_per_attribute'][a]:,.0f} | "
+        f"| {_attribute_label(a, m)} | {m['loss_per_attribute'][a]:.3f} | "
+        f"{m['bits_per_attribute'][a]:,.0f} | "
         f"{m['recall_per_attribute'].get(a, float('nan')):.1%} |"
         for a in m["bits_per_attribute"]
     )
