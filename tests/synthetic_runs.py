@@ -1,7 +1,9 @@
 """Synthetic finished runs with a known capacity law, written into a results store (test helper).
 
 Each model stores min(0.97 · the data's bits, R · P · noise) bits: data-limited when the dataset
-is small, at capacity (R bits per parameter) when it is large.
+is small, at capacity (R bits per parameter) when it is large. A run can also be a `kcap
+quantize` measurement (``quantize``: the config's entry) or a junk mixture (``junk``: random or
+repetitive, on bioD useful data; ``domain``: the domain-token option).
 """
 
 from __future__ import annotations
@@ -33,8 +35,17 @@ def record(
     biod: tuple[int, int, int, int, int] | None = None,
     lr: float = 1e-3,
     history: bool = True,
+    quantize: dict | None = None,
+    junk: str | None = None,
+    domain: str | None = None,
 ) -> str:
-    if biod is None:
+    if junk is not None:
+        k, c, d, length, t = biod
+        dataset = {"kind": "junk", "useful": "biod", "junk": junk, "ratio": 7, "domain": domain}
+        dataset |= {"n": n, "seed": 0, "k": k, "c": c, "d": d, "l": length, "t": t}
+        data = biod_bits(n, k, c, d, length, t)
+        params = {"n": n, "k": k, "c": c, "d": d, "l": length, "t": t, "ratio": 7}
+    elif biod is None:
         dataset = {"kind": "bios", "n": n, "seed": 0, "variant": variant}
         data = bios_bits(n)
         params = {"n": n, "variant": variant}
@@ -54,6 +65,9 @@ def record(
         "model": {"preset": preset, "overrides": {"d_model": P // 1000, **(overrides or {})}},
         "training": {"exposures": exposures, "seed": seed, "lr": lr},
     }
+    if quantize is not None:
+        config["quantize"] = quantize
+        config["name"] += "-" + "-".join(f"{k}={v}" for k, v in sorted(quantize.items()))
     run_id = config_hash(config)
     metrics = {
         "kind": dataset["kind"],

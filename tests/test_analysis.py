@@ -1,10 +1,20 @@
 """The capacity fit: recovers a known law from synthetic runs; labels; best-of; data limits."""
 
+import math
+
 import pytest
 import yaml
 
 import synthetic_runs as syn
-from kcap.experiments.analysis import analyse, arch_label, family_label, find, load_points
+from kcap.experiments.analysis import (
+    Estimate,
+    analyse,
+    arch_label,
+    family_label,
+    find,
+    load_points,
+    ratio_of,
+)
 from kcap.experiments.store import ResultsStore
 
 
@@ -31,6 +41,30 @@ def test_interval_over_seeds(tmp_path):
     assert law.interval[0] == min(law.per_replicate.values())
     assert law.interval[1] == max(law.per_replicate.values())
     assert pytest.approx(1.2, rel=0.05) == law.R
+    assert law.interval_over == "range over 3 seeds, the same 3 models each"
+
+
+def test_an_estimate_is_judged_by_its_whole_interval():
+    e = Estimate.of_replicates({"0/0": 1.02, "0/1": 1.08, "0/2": 1.10}, "the same models")
+    assert e.interval == (1.02, 1.10) and e.seeds == 3
+    assert e.against(1.0, math.inf) is True and e.against(1.2, math.inf) is False
+    assert e.against(1.05, math.inf) is None  # a threshold inside: not distinguishable
+    one = Estimate.of_replicates({"0/0": 1.08}, "the same models")
+    assert one.interval is None and one.text() == "1.08 [—] (one seed)"
+    assert one.against(1.05, math.inf) is True  # no interval: the value alone
+
+
+def test_ratios_pair_seeds_where_they_can():
+    a = Estimate.of_replicates({"0/0": 2.0, "0/1": 2.2}, "x")
+    paired = ratio_of(a, Estimate.of_replicates({"0/0": 1.0, "0/1": 1.0}, "x"))
+    assert paired.value == pytest.approx(2.1) and paired.interval == pytest.approx((2.0, 2.2))
+    assert paired.over == "range over 2 paired seeds" and paired.seeds == 2
+    other = Estimate.of_replicates({"1/0": 1.0, "1/1": 1.1}, "x")  # other seeds: the widest span
+    assert ratio_of(a, other).interval == pytest.approx((2.0 / 1.1, 2.2 / 1.0))
+    lone = ratio_of(a, Estimate.of_replicates({"0/0": 1.0}, "x"))
+    assert lone.interval is None and lone.seeds == 1 and lone.over == "one seed"
+    nothing = Estimate.of_replicates({"0/0": 0.0, "0/1": 0.0}, "x")
+    assert math.isinf(ratio_of(a, nothing).value) and ratio_of(nothing, nothing) is None
 
 
 def test_data_limited_models_give_no_law_and_best_lr_wins(tmp_path):

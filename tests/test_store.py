@@ -313,5 +313,9 @@ def test_csv_names_quantized_measurements():
     from kcap.cli.runs import _quant_label
 
     assert _quant_label(None) == ""
-    assert _quant_label({"bits": 4, "method": "gptq", "group_size": None}) == "int4-gptq"
-    assert _quant_label({"bits": 8, "method": "rtn", "group_size": 128}) == "int8-rtn-g128"
+    paper = {"bits": 4, "method": "gptq", "group_size": None, "sym": True, "act_order": True}
+    assert _quant_label(paper) == "int4-gptq"
+    asym = {"bits": 8, "method": "rtn", "group_size": 128, "sym": False, "act_order": False}
+    assert _quant_label(asym) == "int8-rtn-g128-asym"
+    # rows recorded before the grid was a choice were asymmetric, without act-order
+    assert _quant_label({"bits": 4, "method": "gptq", "group_size": None}) == "int4-gptq-asym-noact"

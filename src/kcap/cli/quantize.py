@@ -1,13 +1,21 @@
 """`kcap quantize`: quantize a trained run's weights (int8 ... int2), measure it again with the
 same P, and record the result in the results store as a finished run of its own.
 
-The quantized run's config is the run's config plus ``quantize: {bits, method, group_size,
-calib_windows, act_order}``; its id is the hash of that config (so a second identical call finds
-it finished and skips it); its name is the run's name + ``-int{B}-{method}`` (+ ``-g{G}`` with
-groups). Its measurement and per-layer quantization errors go to
-``RUN_DIR/quantized/<suffix>-<id>/``. What is quantized is described in `kcap.models.quantize`;
-GPTQ calibrates on the first ``--calib-windows`` windows of the run's own training stream
-(deterministic: the run's seed).
+The defaults are the paper's (auto_gptq's): GPTQ, per channel, a symmetric grid (``--sym``),
+act-order (``--act-order``), calibrated on 1000 people's biographies (``--calib-people``; all
+people when the dataset has fewer).
+
+The quantized run's config is the run's config plus ``quantize: {bits, method, group_size, sym,
+act_order, calib_people}`` (and ``experts: rtn`` for a MoE model under GPTQ, whose experts are
+rounded to nearest); its id is the hash of that config (so a second identical call finds it
+finished and skips it); its name is the run's name + the quantization's label
+(`kcap.models.quantize.quant_label`: ``-int4-gptq`` for the paper's settings, ``-asym``,
+``-noact``, ``-g128``, ``-rtn-experts`` where they differ). Its measurement and per-layer
+quantization errors go to ``RUN_DIR/quantized/<label>-<id>/``. What is quantized is described in
+`kcap.models.quantize`. GPTQ calibrates on one training-style biography of each of the first
+``--calib-people`` people that the run's training stream visits (deterministic: the run's seed),
+joined by ``<|eos|>`` and cut into inputs of the run's window length (the last one shorter, never
+padded); random strings: the first sequences of the stream, one per row.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ from kcap.models.quantize import (
     METHODS,
     LayerQuant,
     Method,
-    quant_label,
+    has_experts,
+    quant_label_of,
     quantize_model,
 )
 
@@ -42,6 +51,8 @@ err = Console(stderr=True)
 BITS = (8, 4, 3, 2)
 QUANTIZED_DIR = "quantized"
 _CALIB_BATCH = 8
+#: The paper's calibration set: "a small set of 1000 people's biographies" (§8).
+CALIB_PEOPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -51,54 +62,83 @@ class QuantSettings:
     bits: int
     method: Method
     group_size: int | None
-    calib_windows: int
-    act_order: bool = False
+    calib_people: int = CALIB_PEOPLE
+    act_order: bool = True
+    sym: bool = True
 
-    @property
-    def suffix(self) -> str:
-        """``int4-gptq`` (``-g128`` with groups): appended to the run's name."""
-        return quant_label(self.bits, self.method, self.group_size)
-
-    def config(self) -> dict:
-        """The ``quantize`` entry of the quantized run's config (RTN uses no calibration)."""
+    def config(self, *, moe: bool = False) -> dict:
+        """The ``quantize`` entry of the quantized run's config, for a model with (``moe``) or
+        without experts. RTN uses no calibration and no column order."""
         gptq = self.method == "gptq"
-        return {
+        entry = {
             "bits": self.bits,
             "method": self.method,
             "group_size": self.group_size,
-            "calib_windows": self.calib_windows if gptq else 0,
+            "sym": self.sym,
             "act_order": self.act_order and gptq,
+            "calib_people": self.calib_people if gptq else 0,
         }
+        if moe and gptq:
+            entry["experts"] = "rtn"  # GPTQ leaves the experts to RTN (kcap.models.quantize)
+        return entry
+
+    def suffix(self, *, moe: bool = False) -> str:
+        """The label appended to the run's name: ``int4-gptq``, ``int8-rtn-asym``, ..."""
+        return quant_label_of(self.config(moe=moe))
 
 
 def check_settings(
-    bits: int, method: str, group_size: int | None, calib_windows: int, act_order: bool
+    bits: int,
+    method: str,
+    group_size: int | None,
+    calib_people: int,
+    act_order: bool,
+    sym: bool = True,
 ) -> QuantSettings:
     """Validate the options; each error is one `KcapError` naming its option."""
     require(bits in BITS, "--bits", f"must be one of {', '.join(map(str, BITS))}; got {bits}")
     require(method in METHODS, "--method", f"must be one of {', '.join(METHODS)}; got {method!r}")
     require(group_size is None or group_size >= 2, "--group-size", "must be at least 2")
-    require(calib_windows >= 1, "--calib-windows", "must be at least 1")
-    return QuantSettings(bits, method, group_size, calib_windows, act_order)  # type: ignore[arg-type]
+    require(calib_people >= 1, "--calib-people", "must be at least 1")
+    return QuantSettings(bits, method, group_size, calib_people, act_order, sym)  # type: ignore[arg-type]
 
 
 def calibration_batches(
-    cfg, dataset, n_windows: int, *, seed: int | None = None, batch_size: int = _CALIB_BATCH
-) -> list[torch.Tensor]:
-    """The first ``n_windows`` windows of the run's training stream (its seed unless ``seed``),
-    as model inputs in batches, the way the trainer builds them."""
-    from kcap.tokenization.factory import make_stream
+    cfg, dataset, people: int, *, seed: int | None = None, batch_size: int = _CALIB_BATCH
+) -> tuple[list[torch.Tensor], int]:
+    """GPTQ's calibration inputs (module docstring) for the first ``people`` people of the
+    run's training stream (its seed unless ``seed``), in batches; and how many people that is."""
     from kcap.training.trainer import window_batch
 
     t = cfg.training
-    stream = make_stream(
-        dataset, exposures=t.exposures, seed=t.seed if seed is None else seed, window=t.window
-    )
-    windows = [w.ids for w in itertools.islice(stream, n_windows)]
-    if not windows:
-        raise KcapError("--calib-windows", "the run's training stream has no windows")
-    x, _ = window_batch(windows)
-    return list(x.split(batch_size))
+    seed = t.seed if seed is None else seed
+    if dataset.kind == "random":  # one sequence per row, as the training stream has them
+        from kcap.tokenization.factory import make_stream
+
+        stream = make_stream(dataset, exposures=1, seed=seed, window=t.window)
+        rows = [w.ids for w in itertools.islice(stream, people)]
+        x, _ = window_batch(rows)
+        return list(x.split(batch_size)), len(rows)
+    ids, covered = _biography_tokens(dataset, people, seed)
+    inputs = torch.tensor(ids[:-1])  # the last token is only ever a target
+    full = len(inputs) // t.window
+    batches = list(inputs[: full * t.window].view(full, t.window).split(batch_size))
+    if len(inputs) > full * t.window:
+        batches.append(inputs[full * t.window :].unsqueeze(0))
+    return batches, covered
+
+
+def _biography_tokens(dataset, people: int, seed: int) -> tuple[list[int], int]:
+    """``<|eos|>``, then one biography (as exposure 0 renders it) of each of the first
+    ``people`` people in the training stream's order, each followed by ``<|eos|>``."""
+    from kcap.tokenization.stream import ExposureStream
+
+    source, tok = dataset.source(), dataset.tokenizer
+    order = ExposureStream(source, tok, exposures=1, seed=seed).permutation(0)[:people]
+    ids = [tok.eos_id]
+    for doc in source.documents(0, order):
+        ids += tok.encode_pieces(doc.pieces)[0] + [tok.eos_id]
+    return ids, len(order)
 
 
 @dataclass
@@ -139,8 +179,10 @@ def quantize_run(
 
     t0 = time.time()
     cfg, dataset, model, params = load_run(run_dir)
-    qconfig = {**cfg.model_dump(), "quantize": settings.config()}
-    run_id, name = config_hash(qconfig), f"{cfg.name}-{settings.suffix}"
+    moe = has_experts(model)
+    qconfig = {**cfg.model_dump(), "quantize": settings.config(moe=moe)}
+    label = settings.suffix(moe=moe)
+    run_id, name = config_hash(qconfig), f"{cfg.name}-{label}"
     with ResultsStore(db) as store:
         rec = store.get(run_id)
     if rec is not None and rec.status == "finished" and not force:
@@ -148,7 +190,7 @@ def quantize_run(
     metrics, timings, errors = _quantize_and_measure(
         Path(run_dir), settings, cfg, dataset, model, params
     )
-    out = Path(run_dir) / QUANTIZED_DIR / f"{settings.suffix}-{run_id}"
+    out = Path(run_dir) / QUANTIZED_DIR / f"{label}-{run_id}"
     out.mkdir(parents=True, exist_ok=True)
     measurement = {k: v for k, v in metrics.items() if k != "quantize"}
     (out / "measure.json").write_text(json.dumps(measurement, indent=2) + "\n")
@@ -179,7 +221,7 @@ def _quantize_and_measure(
     reference = _reference(run_dir, cfg, dataset, model, params, device)
     t1 = time.time()
     gptq = settings.method == "gptq"
-    calib = calibration_batches(cfg, dataset, settings.calib_windows) if gptq else None
+    calib, people = calibration_batches(cfg, dataset, settings.calib_people) if gptq else (None, 0)
     layers: dict[str, LayerQuant] = {}
     quantize_model(
         model,
@@ -188,17 +230,23 @@ def _quantize_and_measure(
         group_size=settings.group_size,
         calib=calib,
         act_order=settings.act_order,
+        sym=settings.sym,
         record=layers,
     )
     t2 = time.time()
     metrics = _measure(cfg, dataset, model, params, device).to_dict()
     errors = {k: v.rel_error for k, v in layers.items() if v.rel_error is not None}
+    moe = has_experts(model)
     metrics["quantize"] = {
-        **settings.config(),
-        "quantized": "weights of the transformer-block linears and MoE experts (fake-quant)",
+        **settings.config(moe=moe),
+        "label": settings.suffix(moe=moe),
+        "quantized": "weights of the transformer-block linears"
+        + (" (GPTQ) and MoE experts (RTN)" if moe and gptq else " and MoE experts")
+        + " (fake-quant)",
         "quantized_layers": len(layers),
         "full_precision": list(FULL_PRECISION),
-        "calib_windows_used": 0 if calib is None else sum(len(x) for x in calib),
+        "calib_people_used": people,
+        "calib_tokens": 0 if calib is None else sum(x.numel() for x in calib),
         "mean_rel_error": float(np.mean(list(errors.values()))) if errors else None,
         "source_run_id": config_hash(cfg.model_dump()),
         "source_run_dir": str(run_dir.resolve()),
@@ -235,7 +283,7 @@ def print_comparison(o: Outcome) -> None:
     table = Table(title=f"{o.name}{' (already recorded)' if o.skipped else ''}")
     table.add_column("")
     table.add_column("unquantized", justify="right")
-    table.add_column(f"int{label['bits']} {label['method']}", justify="right")
+    table.add_column(quant_label_of(label), justify="right")
     rows = [
         ("bits stored", "{:,.0f}", "bits"),
         ("capacity ratio R (bits/param)", "{:.3f}", "R"),
@@ -286,11 +334,18 @@ def quantize_cmd(
     group_size: int = typer.Option(
         None, "--group-size", help="Columns per quantization group (default: per channel)."
     ),
-    calib_windows: int = typer.Option(
-        256, "--calib-windows", help="GPTQ calibration windows from the run's training stream."
+    calib_people: int = typer.Option(
+        CALIB_PEOPLE,
+        "--calib-people",
+        help="GPTQ calibration: one biography of each of this many people (all when fewer).",
     ),
     act_order: bool = typer.Option(
-        False, "--act-order", help="GPTQ: quantize columns by decreasing Hessian diagonal."
+        True,
+        "--act-order/--no-act-order",
+        help="GPTQ: quantize columns by decreasing Hessian diagonal (auto_gptq's desc_act).",
+    ),
+    sym: bool = typer.Option(
+        True, "--sym/--asym", help="Symmetric grid (auto_gptq's default) or asymmetric."
     ),
     grid: Path = typer.Option(
         None, "--grid", help="Quantize every finished run of this sweep grid (with --out)."
@@ -302,7 +357,7 @@ def quantize_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the measurement(s) as JSON."),
 ) -> None:
     """Quantize a run's weights (GPTQ or RTN), measure again with the same P, record it."""
-    settings = check_settings(bits, method, group_size, calib_windows, act_order)
+    settings = check_settings(bits, method, group_size, calib_people, act_order, sym)
     if (run_dir is None) == (grid is None):
         raise KcapError("RUN_DIR", "give a run directory, or --grid GRID.yaml with --out DIR")
     if grid is not None:

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
-from kcap.models.quantize import quant_label
+from kcap.models.quantize import quant_label_of
 
 __all__ = ["runs"]
 
@@ -116,8 +116,9 @@ CSV_COLUMNS = (
 
 
 def _quant_label(q: dict | None) -> str:
-    """int4-gptq (-g128 with groups) for a `kcap quantize` measurement; empty otherwise."""
-    return quant_label(q["bits"], q.get("method", "gptq"), q.get("group_size")) if q else ""
+    """The quantization label of a `kcap quantize` measurement (`quant_label_of`: ``int4-gptq``
+    for the paper's settings, what differs appended); empty otherwise."""
+    return quant_label_of(q) if q else ""
 
 
 def csv_row(rec: RunRecord) -> dict[str, Any]:

@@ -6,23 +6,28 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
   only in optimisation settings (learning rate, batch, weight decay, warmup) are merged into the
   best of them -- the paper reports the best of its learning rates. Quantized measurements
   (`kcap quantize`) form their own groups by bit width; within one, runs that differ only in the
-  quantizer (GPTQ or RTN, group size) merge the same way: the best quantizer counts.
+  quantizer (GPTQ or RTN, grid, group size) merge the same way: the best quantizer counts, and
+  the group names the quantizers that counted (``Law.quantizers``).
 - **Peak R** is the largest bits/P of any point, overall and per N (Result 1's "peak R(F)").
 - **A model's capacity** C(m) is the most bits that model (one shape, one replicate = dataset
-  seed and training seed) stored on any of the datasets it was trained on. The model is *at
-  capacity* when some dataset it saw held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits
-  stopped rising with N (``plateau``: among the datasets it did not fully store, the largest N
-  added at most 10% over the next largest, and still held at least half of C(m)). Models that
-  stored (nearly) everything they were shown say nothing about their capacity; a model seen at
-  one N, whose bits still rise with N, or whose bits collapse on larger data, may simply be
-  under-trained: only a plateau across N shows a limit.
+  seed and training seed) stored on the datasets of one *setting* (the dataset without its N:
+  a bioD setting is one (K, C, D, L, T)). The model is *at capacity* on that setting when some
+  dataset held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits stopped rising with N
+  (``plateau``: among the datasets it did not fully store, the best run at the largest N added at
+  most 10% over the best run at the next largest N, and still held at least half of C(m)).
+  Models that stored (nearly) everything they were shown say nothing about their capacity; a
+  model seen at one N, whose bits still rise with N, or whose bits collapse on larger data, may
+  simply be under-trained: only a plateau across N shows a limit.
 - **The law** is bits = R·P, with R the *median* of C(m)/P(m) over the models at capacity: the
   robust plateau of bits/P (an under-trained or oddly shaped model moves a median little, and
   the paper's claim is that the ratio is constant). ``slope`` is the least-squares exponent b of
   log C = a + b·log P over the same models; b ≈ 1 is what makes R a law.
-- **Intervals.** With two or more replicates, R is fitted per replicate; R is their mean and the
-  interval their range (min–max). With one replicate, the interval is a 95% bootstrap over the
-  models at capacity (1000 resamples, fixed seed).
+- **Intervals** (`Estimate`), always with what they are over. With two or more replicates R is
+  fitted per replicate on the *same* models (those at capacity in every replicate); R is their
+  mean and the interval their range. With one replicate the interval spans models, not seeds: a
+  95% bootstrap over three or more models at capacity (1000 resamples, fixed seed), the range of
+  two; one model has none ("—"). Peak R gets the same treatment: per replicate on the runs every
+  replicate made, the range over replicates; one replicate has none.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from kcap.experiments.store import ResultsStore, RunRecord
 
 __all__ = [
     "DATA_LIMITED",
+    "Estimate",
     "Law",
     "ModelCapacity",
     "Point",
@@ -48,7 +54,10 @@ __all__ = [
     "family_label",
     "fit_group",
     "load_points",
+    "number_text",
+    "peak_of",
     "points_from_records",
+    "ratio_of",
     "scale_label",
 ]
 
@@ -112,10 +121,16 @@ class Point:
     run_dir: str | None = None
     quant: int | None = None
     hparams: str = ""
+    quantizer: str = ""  # how a quantized run was quantized: int4-gptq, int8-rtn-asym, ...
 
     @property
     def R(self) -> float:
         return self.bits / self.P
+
+    @property
+    def setting(self) -> str:
+        """The dataset without its N (a bioD setting is one K, C, D, L, T)."""
+        return " ".join(t for t in self.dataset.split() if not t.startswith("n="))
 
     @property
     def R_max(self) -> float:
@@ -128,8 +143,11 @@ class Point:
 
 @dataclass
 class ModelCapacity:
+    """What one model (shape, replicate) stored on the datasets of one setting."""
+
     model: str
     replicate: tuple[int, int]
+    setting: str
     P: int
     bits: float
     n_at_max: int
@@ -140,6 +158,110 @@ class ModelCapacity:
     @property
     def R(self) -> float:
         return self.bits / self.P
+
+
+def number_text(x: float) -> str:
+    """A figure for the report: 2.31, or ∞ (a ratio over a group that stored nothing)."""
+    return "∞" if math.isinf(x) else f"{x:.2f}"
+
+
+def _count(n: int, noun: str) -> str:
+    """1 model, 3 models."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _rep_key(replicate: tuple[int, int]) -> str:
+    return f"{replicate[0]}/{replicate[1]}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with its interval and what the interval is over.
+
+    ``per_replicate`` holds the same figure computed on each replicate (dataset seed/training
+    seed) on the same models; ``seeds`` is how many replicates the interval spans (0 or 1: the
+    interval, if any, spans models, not seeds)."""
+
+    value: float
+    interval: tuple[float, float] | None
+    over: str
+    seeds: int = 1
+    per_replicate: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of_replicates(cls, per_replicate: dict[str, float], what: str) -> Estimate:
+        """The mean over replicates with their range; one replicate: its value, no interval."""
+        vals = list(per_replicate.values())
+        if len(vals) == 1:
+            return cls(vals[0], None, "one seed", 1, per_replicate)
+        over = f"range over {len(vals)} seeds, {what}"
+        return cls(float(np.mean(vals)), (min(vals), max(vals)), over, len(vals), per_replicate)
+
+    def text(self) -> str:
+        """``1.02 [0.98, 1.05] (range over 3 seeds, ...)``; ``1.02 [—] (one seed)``."""
+        iv = "—" if self.interval is None else ", ".join(map(number_text, self.interval))
+        return f"{number_text(self.value)} [{iv}] ({self.over})"
+
+    def against(self, low: float, high: float) -> bool | None:
+        """True when the interval (the value, without one) lies in [low, high], False when it
+        lies wholly outside, None when a bound falls inside it: not distinguishable."""
+        lo, hi = self.interval or (self.value, self.value)
+        if low <= lo and hi <= high:
+            return True
+        if hi < low or lo > high:
+            return False
+        return None
+
+
+def _div(a: float, b: float) -> float | None:
+    """a / b; ∞ when only b is 0; None when both are."""
+    if b == 0:
+        return math.inf if a > 0 else None
+    return a / b
+
+
+def ratio_of(a: Estimate, b: Estimate) -> Estimate | None:
+    """a / b (None when neither is above 0). Its interval: the range of the per-replicate ratios
+    where a and b share two or more replicates, else the widest span of the two intervals when
+    both are over two or more seeds, else none (one seed: a ratio needs two)."""
+    value = _div(a.value, b.value)
+    if value is None:
+        return None
+    shared = sorted(set(a.per_replicate) & set(b.per_replicate))
+    if a.seeds >= 2 and b.seeds >= 2 and len(shared) >= 2:
+        per = {k: _div(a.per_replicate[k], b.per_replicate[k]) for k in shared}
+        per = {k: v for k, v in per.items() if v is not None}
+        if len(per) >= 2:
+            vals = list(per.values())
+            over = f"range over {len(per)} paired seeds"
+            return Estimate(value, (min(vals), max(vals)), over, len(per), per)
+    if a.seeds >= 2 and b.seeds >= 2 and a.interval and b.interval:
+        lo, hi = _div(a.interval[0], b.interval[1]), _div(a.interval[1], b.interval[0])
+        if lo is not None and hi is not None:
+            over = "unpaired seeds: the widest span of the two ranges"
+            return Estimate(value, (lo, hi), over, min(a.seeds, b.seeds))
+    over = "one seed" if 1 in (a.seeds, b.seeds) else "seeds not paired on the same models"
+    return Estimate(value, None, over, 1)
+
+
+def peak_of(points: list[Point]) -> Estimate:
+    """Peak bits/P of these runs: per replicate over the runs (model, dataset) that every
+    replicate made, the mean with the range over replicates; one replicate: its peak."""
+    by_rep: dict[tuple, list[Point]] = defaultdict(list)
+    for p in points:
+        by_rep[p.replicate].append(p)
+    if len(by_rep) == 1:
+        ((rep, pts),) = by_rep.items()
+        peak = max(p.R for p in pts)
+        return Estimate(peak, None, "one seed", 1, {_rep_key(rep): peak})
+    runs = set.intersection(*({(p.model, p.dataset) for p in v} for v in by_rep.values()))
+    if not runs:
+        return Estimate(max(p.R for p in points), None, "the seeds ran different models", 0)
+    per = {
+        _rep_key(rep): max(p.R for p in v if (p.model, p.dataset) in runs)
+        for rep, v in sorted(by_rep.items())
+    }
+    return Estimate.of_replicates(per, f"the same {_count(len(runs), 'run')} each")
 
 
 @dataclass
@@ -157,9 +279,10 @@ class Law:
     peak_per_n: dict[int, float]
     R: float | None
     interval: tuple[float, float] | None
-    interval_kind: str | None  # "seeds", "bootstrap", "single"
+    interval_kind: str | None  # seeds, bootstrap, models (two), single, unpaired; None: no law
     per_replicate: dict[str, float]
     slope: float | None
+    interval_over: str = ""  # what the interval is over, in words
 
     @property
     def key(self) -> tuple[str, int, str, int | None]:
@@ -179,6 +302,34 @@ class Law:
     def peak_over(self, ns: set[int]) -> float:
         """The largest bits/P of the runs at these N (peaks compare fairly only over one set)."""
         return max(self.peak_per_n[n] for n in ns)
+
+    def peak_estimate(self, ns: set[int] | None = None) -> Estimate:
+        """Peak bits/P over the runs at these N (every N by default), with its interval."""
+        return peak_of([p for p in self.points if ns is None or p.n in ns])
+
+    @property
+    def estimate(self) -> Estimate | None:
+        """The fitted R with its interval (None without a law)."""
+        if self.R is None:
+            return None
+        seeds = {"seeds": len(self.per_replicate), "unpaired": 0}.get(self.interval_kind, 1)
+        return Estimate(self.R, self.interval, self.interval_over, seeds, self.per_replicate)
+
+    def open_ns(self, data_limited: float = DATA_LIMITED) -> set[int]:
+        """The N where no replicate's best run (highest bits/P) stored ``data_limited`` of the
+        data or more: only there does a peak measure the models rather than the data's size."""
+        best: dict[tuple, Point] = {}
+        for p in self.points:
+            key = (p.n, p.replicate)
+            if key not in best or p.R > best[key].R:
+                best[key] = p
+        closed = {n for (n, _), p in best.items() if p.fraction >= data_limited}
+        return set(self.peak_per_n) - closed
+
+    @property
+    def quantizers(self) -> list[str]:
+        """How the runs that count were quantized (int4-gptq, int4-rtn-asym, ...)."""
+        return sorted({p.quantizer for p in self.points if p.quantizer})
 
     @property
     def n_at_capacity(self) -> int:
@@ -203,6 +354,8 @@ class Law:
             "R": self.R,
             "interval": list(self.interval) if self.interval else None,
             "interval_kind": self.interval_kind,
+            "interval_over": self.interval_over,
+            "quantizers": self.quantizers,
             "R_per_replicate": self.per_replicate,
             "slope": self.slope,
             "scale": self.scale,
@@ -313,11 +466,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
             ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
         if d.get("junk_n"):  # repetitive junk of another population: other data, never merged
             ident.append(f"junk_n={d['junk_n']}")
-        quant = (
-            (cfg.get("quantize") or {}).get("bits")
-            if isinstance(cfg.get("quantize"), dict)
-            else None
-        )
+        quantize = cfg.get("quantize") if isinstance(cfg.get("quantize"), dict) else None
         out.append(
             Point(
                 run_id=rec.run_id,
@@ -337,13 +486,26 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 data_components=dict((rec.manifest or {}).get("bits") or {}),
                 history=tuple(m.get("history") or _history_file(rec.run_dir)),
                 run_dir=rec.run_dir,
-                quant=quant,
+                quant=quantize.get("bits") if quantize else None,
                 hparams=", ".join(
                     f"{k}={t.get(k)}" for k in ("lr", "batch_size", "weight_decay") if k in t
                 ),
+                quantizer=_quantizer(quantize, model.get("preset", "")),
             )
         )
     return out
+
+
+def _quantizer(quantize: dict | None, preset_name: str) -> str:
+    """The quantizer's label of a recorded ``quantize`` entry ("" for none). Entries recorded
+    before MoE experts were labelled still had them rounded by RTN under GPTQ."""
+    if not quantize:
+        return ""
+    from kcap.models.quantize import quant_label_of
+
+    if "-moe" in preset_name and quantize.get("method", "gptq") == "gptq":
+        quantize = {"experts": "rtn", **quantize}
+    return quant_label_of(quantize)
 
 
 def _history_file(run_dir: str | None) -> tuple:
@@ -400,7 +562,7 @@ def fit_group(points: list[Point], *, data_limited: float = DATA_LIMITED) -> Law
     for p in pts:
         peak_per_n[p.n] = max(peak_per_n.get(p.n, 0.0), p.R)
     models = _capacities(pts, data_limited)
-    law_r, interval, kind, per_rep, slope = _law(models)
+    law_r, interval, kind, over, per_rep, slope = _law(models)
     return Law(
         family=first.family,
         exposures=first.exposures,
@@ -416,36 +578,33 @@ def fit_group(points: list[Point], *, data_limited: float = DATA_LIMITED) -> Law
         interval_kind=kind,
         per_replicate=per_rep,
         slope=slope,
+        interval_over=over,
     )
 
 
 def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]:
+    """Each model's capacity on each dataset setting it was trained on (module docstring)."""
     by_model: dict[tuple, list[Point]] = defaultdict(list)
     for p in points:
-        by_model[(p.model, p.replicate)].append(p)
+        by_model[(p.model, p.replicate, p.setting)].append(p)
     out = []
-    for (model, replicate), pts in sorted(by_model.items()):
+    for (model, replicate, setting), pts in sorted(by_model.items()):
         top = max(pts, key=lambda p: p.bits)
-        # the plateau is read on datasets the model did not fully store (unknown with < 2)
-        short = sorted((p for p in pts if p.fraction < data_limited), key=lambda p: p.n)
-        plateau = None
-        if len({p.n for p in short}) >= 2:
-            held = short[-1].bits >= HOLD * top.bits
-            plateau = held and short[-1].bits <= short[-2].bits * PLATEAU
+        plateau = _plateau(pts, top.bits, data_limited)
         # At capacity: it stored something, was shown more than it stored, and showing it more
         # did not raise what it stored. Storing less than one dataset is no evidence: under-
         # trained models do that too (on this CPU a d=16 GPT2 stored 2% of bioS(100) after
         # 1000 exposures), so a model seen at a single N (or with bits still rising) gives no law.
         shown_more = any(p.data_bits * data_limited > top.bits for p in pts)
-        at_capacity = top.bits > 0 and shown_more and plateau is True
         out.append(
             ModelCapacity(
                 model=model,
                 replicate=replicate,
+                setting=setting,
                 P=top.P,
                 bits=top.bits,
                 n_at_max=top.n,
-                at_capacity=at_capacity,
+                at_capacity=top.bits > 0 and shown_more and plateau is True,
                 plateau=plateau,
                 datasets=len(pts),
             )
@@ -453,32 +612,63 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     return out
 
 
+def _plateau(points: list[Point], most: float, data_limited: float) -> bool | None:
+    """Whether one model's bits stopped rising with N on one setting: read on the datasets it
+    did not fully store, the best run at the largest N against the best at the next largest
+    (None: fewer than two such N)."""
+    best: dict[int, float] = {}
+    for p in points:
+        if p.fraction < data_limited:
+            best[p.n] = max(best.get(p.n, 0.0), p.bits)
+    if len(best) < 2:
+        return None
+    *_, before, last = (best[n] for n in sorted(best))
+    return last >= HOLD * most and last <= before * PLATEAU
+
+
 def _law(models: list[ModelCapacity]):
+    """(R, interval, interval kind, what the interval is over, per-replicate R, slope)."""
     cap = [m for m in models if m.at_capacity]
     if not cap:
-        return None, None, None, {}, None
-    by_rep: dict[tuple, list[float]] = defaultdict(list)
-    for m in cap:
-        by_rep[m.replicate].append(m.R)
-    per_rep = {f"{a}/{b}": float(np.median(v)) for (a, b), v in sorted(by_rep.items())}
-    ratios = np.array([m.R for m in cap])
-    if len(per_rep) >= 2:
-        vals = list(per_rep.values())
-        r, interval, kind = float(np.mean(vals)), (min(vals), max(vals)), "seeds"
-    elif len(ratios) >= 3:
-        rng = np.random.default_rng(0)
-        boots = np.median(rng.choice(ratios, size=(1000, len(ratios)), replace=True), axis=1)
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        r, interval, kind = float(np.median(ratios)), (float(lo), float(hi)), "bootstrap"
-    else:
-        r = float(np.median(ratios))
-        interval, kind = (float(ratios.min()), float(ratios.max())), "single"
+        return None, None, None, "", {}, None
     slope = None
     stored = [m for m in cap if m.bits > 0]  # log-log needs bits > 0
     if len({m.P for m in stored}) >= 2:
         sizes = np.log([m.P for m in stored])
         slope = float(np.polyfit(sizes, np.log([m.bits for m in stored]), 1)[0])
-    return r, interval, kind, per_rep, slope
+    return (*_law_ratio(cap), slope)
+
+
+def _law_ratio(cap: list[ModelCapacity]):
+    """R over the models at capacity, paired across replicates on the same models."""
+    by_rep: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    for m in cap:
+        by_rep[m.replicate][(m.model, m.setting)] = m.R
+    ratios = np.array([m.R for m in cap])
+    if len(by_rep) >= 2:
+        same = set.intersection(*(set(v) for v in by_rep.values()))
+        if not same:
+            over = "no model at capacity in every seed"
+            return float(np.median(ratios)), None, "unpaired", over, {}
+        per_rep = {
+            _rep_key(rep): float(np.median([v[k] for k in same]))
+            for rep, v in sorted(by_rep.items())
+        }
+        est = Estimate.of_replicates(per_rep, f"the same {_count(len(same), 'model')} each")
+        return est.value, est.interval, "seeds", est.over, per_rep
+    ((rep, _),) = by_rep.items()
+    r = float(np.median(ratios))
+    per_rep = {_rep_key(rep): r}
+    if len(ratios) >= 3:
+        rng = np.random.default_rng(0)
+        boots = np.median(rng.choice(ratios, size=(1000, len(ratios)), replace=True), axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        over = f"95% bootstrap over {len(ratios)} models (not seeds), one seed"
+        return r, (float(lo), float(hi)), "bootstrap", over, per_rep
+    if len(ratios) == 2:
+        interval = (float(ratios.min()), float(ratios.max()))
+        return r, interval, "models", "range over 2 models, one seed", per_rep
+    return r, None, "single", "one model, one seed", per_rep
 
 
 def find(

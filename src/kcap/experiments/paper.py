@@ -5,13 +5,25 @@ comparison rule. `evaluate` returns a `Finding`: our measured figure (with the n
 it was measured at, and a verdict:
 
 - ``reproduced``: every check of the claim holds;
-- ``partly``: the main checks hold, a secondary one does not;
+- ``partly``: the main checks hold, a secondary one does not (or could not be made);
 - ``not reproduced``: a main check fails (the numbers say by how much);
-- ``inconclusive``: some runs exist, but not those a main check needs;
+- ``inconclusive``: a main check could not be made: its runs are missing (a sub-setting of the
+  claim, such as int8, or MoE at one of its two exposure counts), the comparison is not possible
+  (below), or the data cannot tell (below);
 - ``not yet measured``: no runs of the claim's setting exist.
 
 "R" below is a group's fitted law (analysis.py) where some model reached capacity, else its peak
-bits/param (a lower bound on capacity); comparisons between groups use the same kind for both.
+bits/P (a lower bound on capacity); comparisons between groups use the same kind for both.
+Peaks compare only over the N that both groups were run at and where neither group's best run
+stored 90% of the data or more: a run that stored (nearly) all of its data measures the data's
+bits over P, not capacity; with no such N the comparison is "not possible".
+
+Every figure carries its interval and what it is over (`analysis.Estimate`): the range over
+seeds (replicates paired on the same models), a bootstrap or range over models of one seed, or
+none ("—"). A check passes when the whole interval meets its threshold, fails when the whole
+interval misses it, and is "not distinguishable" (so inconclusive) when a threshold falls inside
+it. A ratio between groups needs two or more seeds in both: with one seed it is shown, not
+judged (seed noise is a few percent; the claims turn on 5-10% effects).
 Tolerances: "≥ 2" passes at 1.9, "≤ 2.3" at 2.4, "about" means within 20%.
 
 The paper measures results 1 and 4-12 on bioS. Tiny CPU models learn bioS's ~300 sentence
@@ -26,10 +38,20 @@ sources, which `kcap plan` uses when the results store has no law of its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kcap.experiments.analysis import Law, describe_scale, find
+from kcap.experiments.analysis import (
+    DATA_LIMITED,
+    Estimate,
+    Law,
+    describe_scale,
+    find,
+    number_text,
+    peak_of,
+    ratio_of,
+)
 
 __all__ = [
     "CLAIMS",
@@ -72,7 +94,8 @@ class Claim:
 
 
 class _Checks:
-    """Collects (text, passed, main) checks and turns them into a verdict."""
+    """Collects (text, passed, main) checks and turns them into a verdict (module docstring);
+    passed is None for a check that could not be made."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, bool | None, bool]] = []
@@ -82,11 +105,11 @@ class _Checks:
 
     def verdict(self) -> str:
         main = [p for _, p, m in self.items if m]
-        if any(p is False for p in main):
+        if False in main:
             return "not reproduced"
-        if not any(p is True for p in main):
+        if not main or None in main:
             return "inconclusive"
-        if any(p is None for p in main) or any(p is False for _, p, m in self.items if not m):
+        if any(p is not True for _, p, m in self.items if not m):
             return "partly"
         return "reproduced"
 
@@ -95,42 +118,95 @@ class _Checks:
         return "; ".join(f"{mark[p]} {t}" for t, p, _ in self.items)
 
 
-def _cap(law: Law) -> tuple[float, str]:
-    """The group's fitted R when it has one, else its peak R (a lower bound on capacity)."""
-    return (law.R, "law") if law.R is not None else (law.peak_R, "peak")
+def _ns(ns: Iterable[int]) -> str:
+    return ", ".join(f"{n:,}" for n in sorted(ns))
 
 
-def _ratio(a: Law | None, b: Law | None) -> tuple[float | None, str]:
-    """a's capacity over b's: both fitted laws when both have one, else both peaks, over the N
-    both were run at (where bits still rise with N, a peak taken at a larger N would win)."""
+def _all(results: Iterable[bool | None]) -> bool | None:
+    """False if any failed, else None if any could not be made, else True."""
+    results = list(results)
+    if False in results:
+        return False
+    return None if None in results else True
+
+
+def _judge(est: Estimate, low: float, high: float, *, ratio: bool) -> tuple[bool | None, str]:
+    """Whether ``est`` lies in [low, high], with a note where that cannot be said: a ratio of
+    one seed, or a bound inside the interval."""
+    if ratio and est.seeds < 2:
+        return None, "; a ratio needs ≥ 2 seeds"
+    passed = est.against(low, high)
+    return passed, "; not distinguishable" if passed is None else ""
+
+
+def _check(c: _Checks, text: str, figure: str, est: Estimate, low, high, *, ratio, main=True):
+    """Add "text (figure value [interval] (over))", judged against [low, high]."""
+    passed, note = _judge(est, low, high, ratio=ratio)
+    c.add(f"{text} ({figure} {est.text()}{note})", passed, main=main)
+
+
+def _every(c: _Checks, text: str, figures: dict[str, Estimate], low: float, note: str = ""):
+    """Add "text (lowest: ...)": every figure ≥ low, one check, the lowest shown; return it."""
+    where, lowest = min(figures.items(), key=lambda kv: kv[1].value)
+    results = {k: _judge(e, low, math.inf, ratio=False)[0] for k, e in figures.items()}
+    passed = _all(results.values())
+    if passed is None:
+        note += f"; not distinguishable at {', '.join(k for k, r in results.items() if r is None)}"
+    c.add(f"{text} (lowest: {lowest.text()} at {where}{note})", passed)
+    return lowest
+
+
+@dataclass(frozen=True)
+class _Ratio:
+    """One group's capacity over another's, with its interval; or why there is none."""
+
+    est: Estimate | None
+    kind: str = ""  # "law", or "peak at N = 400, 800"
+    why: str = ""
+
+
+def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
+    """a's capacity over b's: both fitted laws when both have one, else both peaks over the N
+    that both were run at and where neither stored ≥ 90% of the data (module docstring).
+    ``missing``: what to say when a group has no runs."""
     if a is None or b is None:
-        return None, "none"
+        return _Ratio(None, why=missing)
     if a.R is not None and b.R is not None:
-        ra, rb, kind = a.R, b.R, "law"
-    elif common := set(a.peak_per_n) & set(b.peak_per_n):
-        ra, rb, kind = a.peak_over(common), b.peak_over(common), "peak"
+        kind, est = "law", ratio_of(a.estimate, b.estimate)
     else:
-        ra, rb, kind = a.peak_R, b.peak_R, "peak (different N)"
-    if not rb:  # b stored nothing: infinitely below a, unless a stored nothing either
-        return (math.inf if ra else None), kind
-    return ra / rb, kind
+        shared = set(a.peak_per_n) & set(b.peak_per_n)
+        if not shared:
+            return _Ratio(None, why="not possible: no N run by both")
+        ns = shared & a.open_ns() & b.open_ns()
+        if not ns:
+            limit = f"{DATA_LIMITED:.0%}"
+            why = f"not possible: at N = {_ns(shared)} a group stored ≥ {limit} of its data"
+            return _Ratio(None, why=why)
+        kind, est = f"peak at N = {_ns(ns)}", ratio_of(a.peak_estimate(ns), b.peak_estimate(ns))
+    if est is None:
+        return _Ratio(None, kind, "neither stored any bits")
+    return _Ratio(est, kind)
 
 
-def _x(ratio: float) -> str:
-    """A ratio for the report: 2.31, or ∞ where the divisor stored nothing."""
-    return "∞" if math.isinf(ratio) else f"{ratio:.2f}"
+def _ratio_check(c: _Checks, text: str, r: _Ratio, low, high, name: str, *, main=True):
+    """Add the check "text" on the ratio r (named e.g. GPT2/llama); return the measured part
+    ("GPT2/llama = 0.98 [0.95, 1.02] (...)"), None when there is no ratio."""
+    if r.est is None:
+        c.add(f"{text} ({r.why})", None, main=main)
+        return None
+    _check(c, text, f"{name} {r.kind} ratio", r.est, low, high, ratio=True, main=main)
+    return f"{name} = {r.est.text()}"
 
 
-def _no_ratio(other: Law | None, missing: str) -> str:
-    """Why two groups give no ratio: the other group is missing, or neither stored a bit."""
-    return missing if other is None else "neither stored any bits"
+def _cap(law: Law) -> tuple[Estimate, str]:
+    """The group's fitted R when it has one, else its peak R (a lower bound on capacity)."""
+    return (law.estimate, "law R") if law.R is not None else (law.peak_estimate(), "peak R")
 
 
 def _r_text(law: Law) -> str:
     if law.R is None:
-        return f"peak R {law.peak_R:.2f} (no model reached capacity)"
-    lo, hi = law.interval or (law.R, law.R)
-    return f"R {law.R:.2f} [{lo:.2f}, {hi:.2f}] ({law.n_at_capacity} models at capacity)"
+        return f"peak R {law.peak_estimate().text()}, no model reached capacity"
+    return f"R {law.estimate.text()}, {law.n_at_capacity} of {len(law.models)} models at capacity"
 
 
 def _scale(*laws: Law | None) -> str:
@@ -152,30 +228,20 @@ def _find(laws, family=PAPER_BASE, exposures=1000, arch="gpt2", quant=None):
 # ------------------------------------------------------------------------------ the claims
 
 
-def _peaks(law: Law, level: float) -> tuple[dict[int, float], list[int]]:
-    """Peak R per N, for the N where some model was small enough to show ``level`` (R_max)."""
+def _peak_check(c: _Checks, law: Law, level: float) -> Estimate | None:
+    """Add "peak R ≥ level at every N" (N whose models all had R_max < level left out: they
+    could not show it); return the lowest N's peak."""
     room: dict[int, float] = {}
     for p in law.points:
         room[p.n] = max(room.get(p.n, 0.0), p.R_max)
-    ok = {n: r for n, r in law.peak_per_n.items() if room[n] >= level * 1.05}
-    return ok, sorted(n for n in law.peak_per_n if n not in ok)
-
-
-def _peak_check(c: _Checks, law: Law, level: float) -> float | None:
-    """Add "peak R ≥ level at every N" (N whose models all had R_max < level left out)."""
-    peaks, excluded = _peaks(law, level)
-    note = ""
-    if excluded:
-        note = f"; N = {', '.join(f'{n:,}' for n in excluded)} left out: every R_max < {level:g}"
-    if not peaks:
+    ns = sorted(n for n in law.peak_per_n if room[n] >= level * 1.05)
+    excluded = sorted(set(law.peak_per_n) - set(ns))
+    note = f"; N = {_ns(excluded)} left out: every R_max < {level:g}" if excluded else ""
+    if not ns:
         c.add(f"peak R ≥ {level:g} at every N (no N had a model with R_max ≥ {level:g})", None)
         return None
-    n_min, low = min(peaks.items(), key=lambda kv: kv[1])
-    c.add(
-        f"peak R ≥ {level:g} at every N (lowest: {low:.2f} at N = {n_min:,}{note})",
-        low >= level * 0.95,
-    )
-    return low
+    peaks = {f"N = {n:,}": law.peak_estimate({n}) for n in ns}
+    return _every(c, f"peak R ≥ {level:g} at every N", peaks, level * 0.95, note)
 
 
 def _r1(laws: list[Law], base: str) -> Finding:
@@ -184,40 +250,32 @@ def _r1(laws: list[Law], base: str) -> Finding:
         return _none()
     c = _Checks()
     low = _peak_check(c, law, 2.0)
-    c.add(f"no model above 2.3 (highest: {law.peak_R:.2f})", law.peak_R <= 2.4)
-    lowest = "" if low is None else f"peak R ≥ {low:.2f} at every N; "
-    measured = f"{lowest}max {law.peak_R:.2f}; {_r_text(law)}"
+    top = law.peak_estimate()
+    _check(c, "no model above 2.3", "highest peak R", top, 0.0, 2.4, ratio=False)
+    lowest = "" if low is None else f"peak R ≥ {number_text(low.value)} at every N; "
+    measured = f"{lowest}max {number_text(top.value)}; {_r_text(law)}"
     return Finding(measured, _scale(law), c.verdict(), c.detail(), f"capacity-{law.slug}")
 
 
 def _r2(laws: list[Law], base: str) -> Finding:
     bios = _find(laws, base)
-    found = [(fam, _find(laws, family=fam)) for fam in ("bioS-simple", "bioR")]
-    found = [(fam, law) for fam, law in found if law is not None]
-    if not found:
+    found = {fam: _find(laws, family=fam) for fam in ("bioS-simple", "bioR")}
+    if not any(found.values()):
         return _none("bioS-simple or bioR runs (bioR: dataset.kind: bior and a local HF rewriter)")
     c = _Checks()
     parts = []
-    for fam, law in found:
-        r, kind = _cap(law)
+    for fam, law in found.items():
+        if law is None:
+            c.add(f"{fam} about 2 (not measured)", None)
+            continue
+        est, kind = _cap(law)
         parts.append(f"{fam}: {_r_text(law)}")
-        c.add(f"{fam} about 2 ({kind} {r:.2f})", r >= 1.6)
-        ratio, kind = _ratio(law, bios)
-        if ratio is None:
-            why = _no_ratio(bios, "no bioS runs at 1000 exposures")
-            c.add(f"{fam} slightly below bioS ({why})", None, main=False)
-        else:
-            c.add(
-                f"{fam} slightly below bioS ({kind} ratio {_x(ratio)})",
-                0.7 <= ratio <= 1.05,
-                main=False,
-            )
+        _check(c, f"{fam} about 2", kind, est, 1.6, math.inf, ratio=False)
+        r = _ratio(law, bios, "no bioS runs at 1000 exposures")
+        _ratio_check(c, f"{fam} slightly below bioS", r, 0.7, 1.05, f"{fam}/bioS", main=False)
+    first = next(law for law in found.values() if law is not None)
     return Finding(
-        "; ".join(parts),
-        _scale(*(law for _, law in found)),
-        c.verdict(),
-        c.detail(),
-        f"capacity-{found[0][1].slug}",
+        "; ".join(parts), _scale(*found.values()), c.verdict(), c.detail(), f"capacity-{first.slug}"
     )
 
 
@@ -225,21 +283,18 @@ def _r3(laws: list[Law], base: str) -> Finding:
     law = _find(laws, family="bioD")
     if law is None:
         return _none()
-    settings: dict[str, float] = {}
-    room: dict[str, float] = {}
+    settings = defaultdict(list)
     for p in law.points:
-        key = " ".join(t for t in p.dataset.split() if not t.startswith("n="))
-        settings[key] = max(settings.get(key, 0.0), p.R)
-        room[key] = max(room.get(key, 0.0), p.R_max)
-    settings = {k: v for k, v in settings.items() if room[k] >= 2.1}
+        settings[p.setting].append(p)
+    roomy = {k: pts for k, pts in settings.items() if max(p.R_max for p in pts) >= 2.1}
     c = _Checks()
     figure = f"capacity-{law.slug}"
-    if not settings:
+    if not roomy:
         c.add("peak R ≥ 2 for every bioD setting (no setting had a model with R_max ≥ 2)", None)
         return Finding(_r_text(law), _scale(law), c.verdict(), c.detail(), figure)
-    worst_key, worst = min(settings.items(), key=lambda kv: kv[1])
-    c.add(f"peak R ≥ 2 for every bioD setting (lowest {worst:.2f}: {worst_key})", worst >= 1.9)
-    measured = f"peak R ≥ {worst:.2f} over {len(settings)} settings; {_r_text(law)}"
+    peaks = {k: peak_of(pts) for k, pts in roomy.items()}
+    worst = _every(c, "peak R ≥ 2 for every bioD setting", peaks, 1.9)
+    measured = f"peak R ≥ {number_text(worst.value)} over {len(peaks)} settings; {_r_text(law)}"
     return Finding(measured, _scale(law), c.verdict(), c.detail(), figure)
 
 
@@ -249,12 +304,9 @@ def _r4(laws: list[Law], base: str) -> Finding:
         return _none()
     c = _Checks()
     low = _peak_check(c, law, 1.0)
-    ratio, kind = _ratio(_find(laws, base), law)
-    if ratio is not None:
-        c.add(
-            f"at most 2× below 1000 exposures ({kind} ratio {_x(ratio)})", ratio <= 2.2, main=False
-        )
-    lowest = "" if low is None else f"peak R ≥ {low:.2f} at every N; "
+    r = _ratio(_find(laws, base), law, "no 1000-exposure runs")
+    _ratio_check(c, "at most 2× below 1000 exposures", r, 0.0, 2.2, "1000/100", main=False)
+    lowest = "" if low is None else f"peak R ≥ {number_text(low.value)} at every N; "
     return Finding(
         f"{lowest}{_r_text(law)}", _scale(law), c.verdict(), c.detail(), f"capacity-{law.slug}"
     )
@@ -266,26 +318,21 @@ def _arch_checks(laws, base, exposures, rules) -> Finding:
     others = [
         (a, lo, hi, t, _find(laws, base, exposures=exposures, arch=a)) for a, lo, hi, t in rules
     ]
-    present = [o for o in others if o[4] is not None]
+    present = [o[4] for o in others if o[4] is not None]
     if not present:
         return _none()
     c = _Checks()
     parts = []
-    for arch, _, _, text, law in others:
+    for arch, lo, hi, text, law in others:
         if law is None:
             c.add(f"{arch}: {text} (not measured)", None)
-    for arch, lo, hi, text, law in present:
-        ratio, kind = _ratio(gpt2, law)
-        if ratio is None:
-            why = _no_ratio(gpt2, f"no GPT2 runs at {exposures} exposures to compare")
-            c.add(f"{arch}: {text} ({why})", None)
             continue
-        parts.append(f"GPT2/{arch} = {_x(ratio)}")
-        c.add(f"{arch}: {text} (GPT2/{arch} {kind} ratio {_x(ratio)})", lo <= ratio <= hi)
-    measured = "; ".join(parts) or "no GPT2 baseline"
+        r = _ratio(gpt2, law, f"no GPT2 runs at {exposures} exposures to compare")
+        parts.append(_ratio_check(c, f"{arch}: {text}", r, lo, hi, f"GPT2/{arch}"))
+    measured = "; ".join(p for p in parts if p) or "no ratio to GPT2"
     return Finding(
         measured,
-        _scale(gpt2, *(o[4] for o in present)),
+        _scale(gpt2, *present),
         c.verdict(),
         c.detail(),
         f"architectures-e{exposures}",
@@ -334,25 +381,34 @@ def _r7(laws, base):
 
 
 def _r8(laws, base):
+    from kcap.models.quantize import quant_label
+
     fp = _find(laws, base)
     q8, q4 = _find(laws, base, quant=8), _find(laws, base, quant=4)
     if q8 is None and q4 is None:
         return _none("`kcap quantize` measurements of the result-1 runs (recipe 08)")
     c = _Checks()
-    for q, lo, hi, text in (
-        (q8, 0.0, 1.1, "int8 keeps capacity"),
-        (q4, 1.8, float("inf"), "int4 loses more than 2×"),
+    parts = []
+    for q, bits, lo, hi, text in (
+        (q8, 8, 0.0, 1.1, "int8 keeps capacity"),
+        (q4, 4, 1.8, math.inf, "int4 loses more than 2×"),
     ):
         if q is None:
+            c.add(f"{text} (int{bits} not measured)", None)
             continue
-        ratio, kind = _ratio(fp, q)
-        shown = "?" if ratio is None else _x(ratio)
-        c.add(
-            f"{text} (fp/int{q.quant} {kind} ratio {shown})",
-            None if ratio is None else lo <= ratio <= hi,
-        )
+        r = _ratio(fp, q, "no unquantized runs to compare")
+        quantizers = ", ".join(q.quantizers)
+        parts.append(_ratio_check(c, f"{text}, by {quantizers}", r, lo, hi, f"fp/int{bits}"))
+    groups = [q for q in (q8, q4) if q is not None]
+    used = sorted({x for q in groups for x in q.quantizers})
+    paper = all(x == quant_label(q.quant, "gptq") for q in groups for x in q.quantizers)
+    c.add(
+        f"quantized as the paper did: GPTQ, symmetric grid, act-order (used: {', '.join(used)})",
+        paper,
+        main=False,
+    )
     return Finding(
-        c.detail(),
+        "; ".join(p for p in parts if p) or "no ratio to the unquantized runs",
         _scale(q8, q4),
         c.verdict(),
         c.detail(),
@@ -375,22 +431,15 @@ def _r9(laws, base):
     for arch in moes:
         for e, limit in ((1000, 1.3), (100, 1.5)):
             moe = _find(laws, base, exposures=e, arch=arch)
-            dense = _find(laws, base, exposures=e)
+            text = f"{arch} only {limit}× below dense at {e} exposures"
             if moe is None:
+                c.add(f"{text} (not measured)", None)
                 continue
             used.append(moe)
-            ratio, kind = _ratio(dense, moe)
-            if ratio is None:
-                why = _no_ratio(dense, "no dense GPT2 runs to compare")
-                c.add(f"{arch} at {e} exposures: {why}", None)
-                continue
-            parts.append(f"{arch} {e} exp.: dense/MoE = {_x(ratio)}")
-            c.add(
-                f"{arch} only {limit}× below dense at {e} exposures ({kind} ratio {_x(ratio)})",
-                ratio <= limit * 1.2,
-            )
+            r = _ratio(_find(laws, base, exposures=e), moe, "no dense GPT2 runs to compare")
+            parts.append(_ratio_check(c, text, r, 0.0, limit * 1.2, f"{e} exp. dense/MoE"))
     return Finding(
-        "; ".join(parts) or "no dense baseline",
+        "; ".join(p for p in parts if p) or "no ratio to dense GPT2",
         _scale(*used),
         c.verdict(),
         c.detail(),
@@ -406,28 +455,25 @@ def _junk(laws, base, mixture, targets, needs):
     """targets: (exposures, expected ratio of the no-junk 100-exposure law to this one, tol)."""
     family = f"{base}+{mixture}"
     ref = _find(laws, base, exposures=100)
-    present = [(e, want, tol, _find(laws, family=family, exposures=e)) for e, want, tol in targets]
-    present = [t for t in present if t[3] is not None]
+    found = [(e, want, tol, _find(laws, family=family, exposures=e)) for e, want, tol in targets]
+    present = [t[3] for t in found if t[3] is not None]
     if not present:
         return _none(needs)
     c = _Checks()
     parts = []
-    for e, want, tol, law in present:
-        ratio, kind = _ratio(ref, law)
-        if ratio is None:
-            c.add(f"{e} exposures: {_no_ratio(ref, 'no no-junk 100-exposure runs')}", None)
+    for e, want, tol, law in found:
+        text = f"{e} exposures: about {want}× below the no-junk law"
+        if law is None:
+            c.add(f"{text} (not measured)", None)
             continue
-        parts.append(f"{e} exp.: {_x(ratio)}× below")
-        c.add(
-            f"{e} exposures: about {want}× below the no-junk law ({kind} ratio {_x(ratio)})",
-            want / tol <= ratio <= want * tol,
-        )
+        r = _ratio(ref, law, "no no-junk 100-exposure runs")
+        parts.append(_ratio_check(c, text, r, want / tol, want * tol, f"{e} exp."))
     return Finding(
-        "; ".join(parts),
-        _scale(*(t[3] for t in present)),
+        "; ".join(p for p in parts if p) or "no ratio to the no-junk law",
+        _scale(*present),
         c.verdict(),
         c.detail(),
-        f"capacity-{present[0][3].slug}",
+        f"capacity-{present[0].slug}",
     )
 
 

@@ -138,7 +138,7 @@ def plan(
         r, r_low, r_high, source = law_source.R, lo, hi, "results store"
         detail = (
             f"law of {law_source.label}: {law_source.n_at_capacity} models at capacity, "
-            f"{len(law_source.points)} runs, interval: {law_source.interval_kind}"
+            f"{len(law_source.points)} runs, interval: {law_source.interval_over}"
         )
         fam = law_source.family
     else:

@@ -138,8 +138,8 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
     return Figure(
         slug,
         f"Architectures, {exposures} exposures",
-        f"Fitted R with its interval; hatched bars are peak R{over} where no model reached "
-        "capacity. Dashed: 2 bits/param; dash-dot: 1.",
+        f"Fitted R with its interval (the laws table says what each is over); hatched bars are "
+        f"peak R{over} where no model reached capacity. Dashed: 2 bits/param; dash-dot: 1.",
     )
 
 
@@ -277,18 +277,25 @@ def _e(x: object) -> str:
     return html.escape(str(x))
 
 
-def _law_cells(law: Law) -> list[str]:
-    r = "—" if law.R is None else f"{law.R:.3f}"
+def _interval_cell(law: Law) -> str:
+    """The law's interval and what it is over; "—" where it has none (one model, no law)."""
+    if law.R is None:
+        return "—"
     iv = "—" if law.interval is None else f"[{law.interval[0]:.3f}, {law.interval[1]:.3f}]"
+    return f"{iv} ({law.interval_over})"
+
+
+def _law_cells(law: Law) -> list[str]:
     return [
         law.family,
         str(law.exposures),
         law.arch + (f" int{law.quant}" if law.quant else ""),
+        ", ".join(law.quantizers) or "—",
         str(len(law.points)),
         f"{law.n_at_capacity}/{len(law.models)}",
         f"{law.peak_R:.3f}",
-        r,
-        iv + (f" ({law.interval_kind})" if law.interval_kind else ""),
+        "—" if law.R is None else f"{law.R:.3f}",
+        _interval_cell(law),
         "—" if law.slope is None else f"{law.slope:.2f}",
         describe_scale(law.points),
     ]
@@ -298,6 +305,7 @@ _LAW_HEAD = [
     "family",
     "exposures",
     "architecture",
+    "quantized by",
     "runs",
     "models at capacity",
     "peak R",
@@ -383,7 +391,7 @@ def _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, p
                 "<tr>"
                 + "".join(
                     f'<td class="num">{_e(c)}</td>'
-                    if i in (1, 3, 4, 5, 6, 8)
+                    if i in (1, 4, 5, 6, 7, 9)
                     else f"<td>{_e(c)}</td>"
                     for i, c in enumerate(cells)
                 )
@@ -433,12 +441,19 @@ _METHOD = (
     "Bits are the paper's lower bound (Definitions 4.1/4.3) from summed span losses; P counts "
     "every parameter once except embedding rows of tokens the data never uses. Runs are grouped "
     "by dataset family, exposures and architecture; runs differing only in learning rate, batch "
-    "or weight decay keep the best. Peak R is the largest bits/P of any run. A model is at "
-    "capacity when some dataset it was trained on held more than 1/0.9 times the most bits it "
-    "stored; the law's R is the median of capacity/P over those models, with the range over "
-    "seeds (two or more) or a 95% bootstrap over models (one seed) as its interval. Verdicts: "
-    "'reproduced' when every check holds, 'not reproduced' when a main check fails, 'partly' "
-    "when only a secondary check fails; '≥ 2' passes at 1.9 and '≤ 2.3' at 2.4."
+    "or weight decay (or, for quantized runs, in the quantizer) keep the best. Peak R is the "
+    "largest bits/P of any run. A model is at capacity on a dataset setting (bioD: one K, C, D, "
+    "L, T) when some dataset of that setting held more than 1/0.9 times the most bits it stored "
+    "and its bits stopped rising from the second-largest N to the largest; the law's R is the "
+    "median of capacity/P over those models. Intervals say what they are over: the range over "
+    "seeds, each fitted on the same models; with one seed, a 95% bootstrap over models (not "
+    "seeds) or the range of two models; one model has none (—). Peaks of two groups are "
+    "compared only at N both ran where neither stored 90% of the data or more. Verdicts: "
+    "'reproduced' when every check holds; 'not reproduced' when a main check fails; 'partly' "
+    "when a secondary check fails or could not be made; 'inconclusive' when a main check could "
+    "not be made: runs of a sub-setting missing, no comparable N, a ratio from fewer than two "
+    "seeds, or a threshold inside the interval (not distinguishable). '≥ 2' passes at 1.9 and "
+    "'≤ 2.3' at 2.4."
 )
 
 

@@ -12,9 +12,13 @@ zero)`` with an integer code ``q`` in ``[0, 2^bits - 1]``, stored as a float. Th
 knowledge measure needs (the model's losses once its weights can take only 2^bits values per
 channel or group); packing the codes into int tensors would change nothing measured.
 
-The grid is asymmetric min-max, as GPTQ's default: per output channel (``group_size=None``) or per
-group of ``group_size`` consecutive input columns of each channel, spanning ``[min(w, 0),
-max(w, 0)]`` so that zero is always representable.
+The grid is min-max per output channel (``group_size=None``) or per group of ``group_size``
+consecutive input columns of each channel, over ``[min(w, 0), max(w, 0)]`` so that zero is
+always representable. Symmetric (``sym=True``, auto_gptq's default and so the paper's): the span
+is widened to ``[-m, m]`` with ``m`` the largest magnitude and the zero point fixed at
+``2^(bits-1)``, exactly as auto_gptq's ``Quantizer.find_params`` (a row with no negative weight
+keeps ``[0, max]``, as there). Asymmetric (``sym=False``): the span is ``[min(w, 0), max(w, 0)]``
+with a rounded zero point; it fits each row's range tighter, so it is the more forgiving grid.
 
 Two methods:
 
@@ -24,10 +28,15 @@ Two methods:
   quantized (blocks in order; inside a block qkv, proj, then the MLP's linears). With
   H = 2 X Xᵀ / n (dampened by ``damp`` times its mean diagonal), the columns are quantized one by
   one and each rounding error is spread over the columns not yet quantized through the upper
-  Cholesky factor of H⁻¹, in lazy blocks. ``act_order`` visits columns by decreasing H diagonal
-  (then groups are fixed up front from the original weights: "static groups"). MoE experts are
-  rounded with RTN: their inputs depend on routing, and the per-expert Hessians would need the
-  capacity-limited dispatch re-run by hand.
+  Cholesky factor of H⁻¹, in lazy blocks. ``act_order`` (auto_gptq's ``desc_act``, on by
+  default there and here) visits columns by decreasing H diagonal (with groups, they are then
+  fixed up front from the original weights: "static groups"). MoE experts are rounded with RTN
+  even under GPTQ: their inputs depend on routing, and the per-expert Hessians would need the
+  capacity-limited dispatch re-run by hand; such a quantization's label says so
+  (``int4-gptq-rtn-experts``).
+
+The defaults (symmetric grid, act-order, per channel, dampening 0.01) are auto_gptq's, which the
+paper used (§8).
 """
 
 from __future__ import annotations
@@ -50,10 +59,42 @@ FULL_PRECISION = ("embedding", "lm_head", "norms", "biases", "moe_router")
 _MAX_DAMP_TRIES = 6
 
 
-def quant_label(bits: int, method: str, group_size: int | None = None) -> str:
-    """``int4-gptq`` (``-g128`` with groups): how runs and tables name a quantization."""
-    group = f"-g{group_size}" if group_size else ""
-    return f"int{bits}-{method}{group}"
+def quant_label(
+    bits: int,
+    method: str,
+    group_size: int | None = None,
+    *,
+    sym: bool = True,
+    act_order: bool = True,
+    experts: str | None = None,
+) -> str:
+    """How runs and tables name a quantization: ``int4-gptq`` for the paper's settings, with
+    what differs appended: ``-g128`` (groups), ``-asym`` (asymmetric grid), ``-noact`` (GPTQ
+    without act-order), ``-rtn-experts`` (MoE experts rounded to nearest under GPTQ)."""
+    parts = [f"int{bits}", method]
+    parts += [f"g{group_size}"] if group_size else []
+    parts += [] if sym else ["asym"]
+    parts += ["noact"] if method == "gptq" and not act_order else []
+    parts += [f"{experts}-experts"] if experts else []
+    return "-".join(parts)
+
+
+def quant_label_of(entry: dict) -> str:
+    """The label of a recorded ``quantize`` entry (a run config's). Entries written before the
+    grid was a choice have no ``sym``: their grid was asymmetric."""
+    return quant_label(
+        entry["bits"],
+        entry.get("method", "gptq"),
+        entry.get("group_size"),
+        sym=entry.get("sym", False),
+        act_order=entry.get("act_order", False),
+        experts=entry.get("experts"),
+    )
+
+
+def has_experts(model: GPT) -> bool:
+    """Whether ``model`` has mixture-of-experts MLPs."""
+    return any(isinstance(block.mlp, MoEMLP) for block in model.blocks)
 
 
 @dataclass
@@ -81,16 +122,21 @@ class QuantResult:
 # ------------------------------------------------------------------------------ the grid
 
 
-def grid_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric min-max grid of each row of w (..., cols): scale and integer zero, (..., 1)."""
+def grid_params(w: torch.Tensor, bits: int, sym: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max grid of each row of w (..., cols), symmetric or not (module docstring): scale
+    and integer zero point, each (..., 1)."""
     maxq = 2**bits - 1
     lo = w.amin(dim=-1, keepdim=True).clamp(max=0)
     hi = w.amax(dim=-1, keepdim=True).clamp(min=0)
+    if sym:
+        hi = torch.maximum(-lo, hi)
+        lo = torch.where(lo < 0, -hi, lo)
     flat = hi == lo  # an all-zero row: any grid holds it; use [-1, 1]
     lo = torch.where(flat, -torch.ones_like(lo), lo)
     hi = torch.where(flat, torch.ones_like(hi), hi)
     scale = (hi - lo) / maxq
-    return scale, torch.round(-lo / scale)
+    zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-lo / scale)
+    return scale, zero
 
 
 def fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
@@ -113,17 +159,20 @@ def _group_bounds(cols: int, group_size: int | None) -> list[tuple[int, int]]:
 
 
 def _static_grid(
-    w: torch.Tensor, bits: int, group_size: int | None
+    w: torch.Tensor, bits: int, group_size: int | None, sym: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grid of each (row, group) of w (..., out, in) from w itself: (..., out, groups)."""
-    parts = [grid_params(w[..., a:b], bits) for a, b in _group_bounds(w.size(-1), group_size)]
+    bounds = _group_bounds(w.size(-1), group_size)
+    parts = [grid_params(w[..., a:b], bits, sym) for a, b in bounds]
     return torch.cat([s for s, _ in parts], -1), torch.cat([z for _, z in parts], -1)
 
 
-def rtn_quantize(w: torch.Tensor, bits: int, group_size: int | None = None) -> QuantResult:
+def rtn_quantize(
+    w: torch.Tensor, bits: int, group_size: int | None = None, *, sym: bool = True
+) -> QuantResult:
     """Round-to-nearest quantization of w (..., out, in) per channel or per group."""
     w = w.detach().float()
-    scale, zero = _static_grid(w, bits, group_size)
+    scale, zero = _static_grid(w, bits, group_size, sym)
     q = torch.cat(
         [
             fake_quant(w[..., a:b], scale[..., g : g + 1], zero[..., g : g + 1], bits)
@@ -158,7 +207,8 @@ def gptq_quantize(
     *,
     group_size: int | None = None,
     damp: float = 0.01,
-    act_order: bool = False,
+    act_order: bool = True,
+    sym: bool = True,
     block_size: int = 128,
 ) -> QuantResult:
     """GPTQ of one weight w (out, in) given its inputs' Hessian (in, in), e.g. X Xᵀ.
@@ -170,15 +220,19 @@ def gptq_quantize(
     W = w.detach().float().clone()
     H = hessian.detach().float().clone()
     cols = W.size(1)
-    dead = H.diagonal() == 0  # inputs never seen: no information to compensate with
+    # A per-channel grid is set from the weights as given; then, as in auto_gptq, the weights of
+    # inputs never seen (no information to compensate with) are set to 0.
+    channel_grid = _static_grid(W, bits, None, sym) if group_size is None else None
+    dead = H.diagonal() == 0
     H[dead, dead] = 1.0
+    W[:, dead] = 0
     lazy_groups = group_size is not None and not act_order
     if lazy_groups:  # each group's grid is set when its first column comes up (below)
         scale = W.new_zeros(W.size(0), len(_group_bounds(cols, group_size)))
         zero = torch.zeros_like(scale)
         block_size = group_size  # a group starts a block: its grid sees every earlier update
     else:
-        scale, zero = _static_grid(W, bits, group_size)
+        scale, zero = channel_grid or _static_grid(W, bits, group_size, sym)
     perm = torch.argsort(H.diagonal(), descending=True) if act_order else None
     if perm is not None:
         W, H = W[:, perm], H[perm][:, perm]
@@ -190,7 +244,7 @@ def gptq_quantize(
         i2 = min(i1 + block_size, cols)
         if lazy_groups:
             g = i1 // size
-            s, z = grid_params(W[:, i1 : i1 + size], bits)
+            s, z = grid_params(W[:, i1 : i1 + size], bits, sym)
             scale[:, g : g + 1], zero[:, g : g + 1] = s, z
         W1, E1, U1 = W[:, i1:i2].clone(), W.new_zeros(W.size(0), i2 - i1), U[i1:i2, i1:i2]
         for j in range(i2 - i1):
@@ -246,8 +300,9 @@ def block_linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
     ]
 
 
-def _block_inputs(model: GPT, calib: list[torch.Tensor]) -> tuple[list[torch.Tensor], tuple]:
-    """The first block's inputs for each calibration batch, and its rotary (cos, sin)."""
+def _block_inputs(model: GPT, calib: list[torch.Tensor]) -> list[tuple]:
+    """The first block's arguments (hidden states, rotary cos, sin) for each calibration batch
+    (batches may differ in length)."""
     seen: list[tuple] = []
 
     def grab(module: nn.Module, args: tuple) -> None:
@@ -261,20 +316,28 @@ def _block_inputs(model: GPT, calib: list[torch.Tensor]) -> tuple[list[torch.Ten
                 model(x)
     finally:
         handle.remove()
-    return [a[0] for a in seen], seen[0][1:]
+    return seen
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The grid every weight of one quantization uses."""
+
+    bits: int
+    group_size: int | None
+    sym: bool
 
 
 def _set_weight(param: torch.Tensor, value: torch.Tensor) -> None:
     param.data.copy_(value.to(param.dtype))
 
 
-def _quantize_experts(
-    moe: MoEMLP, prefix: str, bits: int, group_size: int | None, record: dict | None
-) -> None:
+def _quantize_experts(moe: MoEMLP, prefix: str, grid: _Grid, record: dict | None) -> None:
     """RTN of the stacked expert weights, each expert's (out, in) view per output channel."""
+    bits, group_size = grid.bits, grid.group_size
     for name in ("w_in", "w_out"):
         p = getattr(moe, name)  # (E, in, out): experts compute x @ w
-        r = rtn_quantize(p.transpose(-1, -2), bits, group_size)
+        r = rtn_quantize(p.transpose(-1, -2), bits, group_size, sym=grid.sym)
         _set_weight(p, r.weight.transpose(-1, -2))
         if record is not None:
             record[f"{prefix}.{name}"] = LayerQuant(bits, group_size, r.scale, r.zero)
@@ -298,49 +361,51 @@ def quantize_model(
     group_size: int | None = None,
     calib: Iterable[torch.Tensor] | None = None,
     damp: float = 0.01,
-    act_order: bool = False,
+    act_order: bool = True,
+    sym: bool = True,
     record: dict[str, LayerQuant] | None = None,
 ) -> GPT:
     """Quantize ``model``'s transformer-block weights in place (see the module docstring).
 
-    ``calib``: batches (B, T) of token ids, needed by GPTQ. ``record``, when given, is filled
+    ``calib``: batches (B, T) of token ids, needed by GPTQ (T may differ between batches).
+    ``act_order`` applies to GPTQ, ``sym`` to both methods. ``record``, when given, is filled
     with each quantized weight's grid (`LayerQuant`) under its parameter name without
     ``.weight`` (``blocks.0.attn.qkv``, ``blocks.0.mlp.w_in``). Returns ``model``.
     """
     _check(bits, method, group_size)
+    grid = _Grid(bits, group_size, sym)
     was_training = model.training
     model.eval()
     try:
         if method == "rtn":
-            _quantize_rtn(model, bits, group_size, record)
+            _quantize_rtn(model, grid, record)
         else:
             device = model.wte.weight.device
             batches = [x.to(device) for x in calib or []]
             if not batches:
                 raise ValueError("GPTQ needs calibration batches (calib)")
-            _quantize_gptq(model, bits, group_size, batches, damp, act_order, record)
+            _quantize_gptq(model, grid, batches, damp, act_order, record)
     finally:
         model.train(was_training)
     return model
 
 
-def _quantize_rtn(
-    model: GPT, bits: int, group_size: int | None, record: dict[str, LayerQuant] | None
-) -> None:
+def _quantize_rtn(model: GPT, grid: _Grid, record: dict[str, LayerQuant] | None) -> None:
     for i, block in enumerate(model.blocks):
         for name, lin in block_linears(block):
-            r = rtn_quantize(lin.weight, bits, group_size)
+            r = rtn_quantize(lin.weight, grid.bits, grid.group_size, sym=grid.sym)
             _set_weight(lin.weight, r.weight)
             if record is not None:
-                record[f"blocks.{i}.{name}"] = LayerQuant(bits, group_size, r.scale, r.zero)
+                record[f"blocks.{i}.{name}"] = LayerQuant(
+                    grid.bits, grid.group_size, r.scale, r.zero
+                )
         if isinstance(block.mlp, MoEMLP):
-            _quantize_experts(block.mlp, f"blocks.{i}.mlp", bits, group_size, record)
+            _quantize_experts(block.mlp, f"blocks.{i}.mlp", grid, record)
 
 
 def _quantize_gptq(
     model: GPT,
-    bits: int,
-    group_size: int | None,
+    grid: _Grid,
     calib: list[torch.Tensor],
     damp: float,
     act_order: bool,
@@ -348,24 +413,32 @@ def _quantize_gptq(
 ) -> None:
     """Block by block; inside a block one linear at a time, each seeing the inputs that the
     already quantized layers before it produce."""
-    hidden, rope = _block_inputs(model, calib)
+    inputs = _block_inputs(model, calib)  # (hidden, cos, sin) per batch
     for i, block in enumerate(model.blocks):
         for name, lin in block_linears(block):
             hook = _HessianHook(lin.in_features, lin.weight.device)
             handle = lin.register_forward_hook(hook)
             try:
-                for h in hidden:
-                    block(h, *rope)
+                for args in inputs:
+                    block(*args)
             finally:
                 handle.remove()
             H = hook.hessian()
             r = gptq_quantize(
-                lin.weight, H, bits, group_size=group_size, damp=damp, act_order=act_order
+                lin.weight,
+                H,
+                grid.bits,
+                group_size=grid.group_size,
+                damp=damp,
+                act_order=act_order,
+                sym=grid.sym,
             )
             err = relative_error(lin.weight, r.weight, H)
             _set_weight(lin.weight, r.weight)
             if record is not None:
-                record[f"blocks.{i}.{name}"] = LayerQuant(bits, group_size, r.scale, r.zero, err)
+                record[f"blocks.{i}.{name}"] = LayerQuant(
+                    grid.bits, grid.group_size, r.scale, r.zero, err
+                )
         if isinstance(block.mlp, MoEMLP):
-            _quantize_experts(block.mlp, f"blocks.{i}.mlp", bits, group_size, record)
-        hidden = [block(h, *rope) for h in hidden]
+            _quantize_experts(block.mlp, f"blocks.{i}.mlp", grid, record)
+        inputs = [(block(*args), *args[1:]) for args in inputs]
