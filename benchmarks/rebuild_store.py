@@ -27,7 +27,8 @@ from pathlib import Path
 
 from kcap.data.bits import biod_bits, bios_bits
 from kcap.experiments.grid import expand, load_grid
-from kcap.experiments.store import ResultsStore, config_hash
+from kcap.experiments.store import ResultsStore
+from kcap.training.config import config_hash
 
 RECIPES = Path(__file__).parents[1] / "configs" / "recipes"
 

@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from kcap.data.bits import biod_bits, bios_bits
-from kcap.experiments.store import ResultsStore, config_hash
+from kcap.experiments.store import ResultsStore
+from kcap.training.config import config_hash
 
 SIZES = (20_000, 40_000, 80_000, 160_000)
 NS = (200, 400, 800, 1600, 3200, 6400)

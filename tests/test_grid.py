@@ -5,7 +5,7 @@ import yaml
 
 from kcap.errors import KcapError
 from kcap.experiments.grid import dataset_key, expand, load_grid, parse_grid
-from kcap.experiments.store import config_hash
+from kcap.training.config import config_hash
 
 BASE = {
     "dataset": {"kind": "bios", "n": 50, "vocab": 600},

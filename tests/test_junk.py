@@ -30,7 +30,7 @@ from kcap.data.junk import (
     nth_unexcluded,
 )
 from kcap.errors import KcapError
-from kcap.measure.knowledge import measure
+from kcap.measure import measure
 from kcap.tokenization.factory import ENDLESS, make_stream
 from kcap.tokenization.mixture import MixtureStream
 from kcap.tokenization.stream import JUNK, PAD, USEFUL, ExposureStream

@@ -10,7 +10,7 @@ from torch import nn
 from kcap.data.bits import bios_bits
 from kcap.data.documents import NAME, OTHER
 from kcap.data.pools import N0, S0
-from kcap.measure.knowledge import measure
+from kcap.measure import measure
 from kcap.measure.losses import token_losses
 from kcap.models import GPT, preset
 

@@ -368,7 +368,7 @@ def test_eval_losses_do_not_depend_on_the_batch(bios_ds):
 
 def test_measure_does_not_depend_on_the_batch_size(bios_ds):
     """Catches bits that depend on who else shares a measuring batch (MoE capacity at eval)."""
-    from kcap.measure.knowledge import measure
+    from kcap.measure import measure
 
     model = _tight_moe_gpt(bios_ds.tokenizer.vocab_size)
     one = measure(model, bios_ds, P_count=1000, batch_size=1)

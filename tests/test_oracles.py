@@ -18,7 +18,8 @@ from kcap.data import pools as P
 from kcap.data.biod import BioDParams
 from kcap.data.dataset import build_biod, build_bios, load_dataset, write_dataset
 from kcap.data.documents import GENDER, NAME, Span, from_spans
-from kcap.measure.knowledge import BIOS_POOL_SIZES, ValueEndings, gender_probe, measure
+from kcap.measure import measure
+from kcap.measure.knowledge import BIOS_POOL_SIZES, ValueEndings, gender_probe
 
 TOL = 1e-3  # bits per person: float32 logits, exact arithmetic otherwise
 LOG2E = 1 / math.log(2)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from kcap.cli.main import app
 from kcap.experiments.analysis import load_points
-from kcap.experiments.store import ResultsStore, config_hash
+from kcap.experiments.store import ResultsStore
 from kcap.models import GPT, preset
 from kcap.models.quantize import (
     block_linears,
@@ -28,6 +28,7 @@ from kcap.models.quantize import (
     quantize_model,
     rtn_quantize,
 )
+from kcap.training.config import config_hash
 
 VOCAB, T = 64, 32
 

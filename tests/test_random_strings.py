@@ -16,7 +16,7 @@ from kcap.data.biod import symbol
 from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset, write_dataset
 from kcap.data.random_strings import RandomStrings, build_random
 from kcap.errors import KcapError
-from kcap.measure.knowledge import measure
+from kcap.measure import measure
 from kcap.measure.memorization import capacity_plateau, memorized_bits
 from kcap.tokenization.factory import make_stream
 

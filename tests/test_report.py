@@ -28,6 +28,14 @@ def _figures(html: str) -> list[str]:
     return re.findall(r'data-figure="([^"]+)"', html)
 
 
+def test_report_names_its_store_relative_to_itself(report_dir):
+    """Reports are committed: they name their inputs relative to where they are written."""
+    md = (report_dir / "report.md").read_text()
+    html = (report_dir / "index.html").read_text()
+    assert "Results store `../r.db`:" in md and "<code>../r.db</code>" in html
+    assert str(report_dir.parent) not in md + html
+
+
 def test_every_result_row_and_every_figure(report_dir):
     html = (report_dir / "index.html").read_text()
     md = (report_dir / "report.md").read_text()

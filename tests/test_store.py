@@ -13,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from kcap.cli.runs import runs
-from kcap.experiments.store import SCHEMA_VERSION, ResultsStore, RunRecord, config_hash
+from kcap.experiments.store import SCHEMA_VERSION, ResultsStore, RunRecord
+from kcap.training.config import config_hash
 
 CONFIG = {"model": {"d_model": 64, "n_layer": 2}, "data": {"N": 1000, "seed": 0}, "lr": 1e-3}
 MANIFEST = {"dataset": "bioS", "n_people": 1000, "files": {"train": "a.txt"}, "sha": "abc"}

@@ -35,8 +35,8 @@ from rich.table import Table
 
 from kcap.cli.train import DB
 from kcap.errors import KcapError, require
-from kcap.experiments.store import ResultsStore, config_hash
-from kcap.measure.knowledge import Measurement
+from kcap.experiments.store import ResultsStore
+from kcap.measure.measurement import Measurement
 from kcap.models.quantize import (
     FULL_PRECISION,
     METHODS,
@@ -46,6 +46,7 @@ from kcap.models.quantize import (
     quant_label_of,
     quantize_model,
 )
+from kcap.training.config import config_hash
 
 err = Console(stderr=True)
 BITS = (8, 4, 3, 2)

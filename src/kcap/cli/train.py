@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 
 from kcap.errors import KcapError
-from kcap.experiments.store import DEFAULT_DB, ResultsStore, config_hash
-from kcap.training.config import load_config
+from kcap.experiments.store import DEFAULT_DB, ResultsStore
+from kcap.training.config import config_hash, load_config
 
 err = Console(stderr=True)
 DB = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite results store.")
@@ -118,7 +118,7 @@ def measure_cmd(
     the dataset's tokenizer (``--dataset DIR``).
     """
     from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset
-    from kcap.measure.knowledge import measure
+    from kcap.measure import measure
 
     if (run_dir is None) == (hf is None):
         raise KcapError("RUN_DIR", "give a run directory, or --hf PATH with --dataset DIR")

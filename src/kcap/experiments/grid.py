@@ -46,8 +46,7 @@ import yaml
 from pydantic import BaseModel
 
 from kcap.errors import KcapError
-from kcap.experiments.store import config_hash
-from kcap.training.config import RunConfig, apply_overrides, parse_config
+from kcap.training.config import RunConfig, apply_overrides, config_hash, parse_config
 
 __all__ = ["Grid", "GridPoint", "dataset_key", "expand", "load_grid", "parse_grid", "run_name"]
 

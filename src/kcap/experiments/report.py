@@ -12,6 +12,7 @@ failed to load (and let a headless browser count them).
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -328,9 +329,16 @@ def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report")
     slugs = {f.slug for f in figures}
     status = _status_counts(db)
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, points)
-    _write_markdown(out, title, stamp, db, status, findings, laws, figures, slugs, points)
+    source = relative_to(db, out)
+    _write_html(out, title, stamp, source, status, findings, laws, figures, slugs, points)
+    _write_markdown(out, title, stamp, source, status, findings, laws, figures, slugs, points)
     return out / "index.html"
+
+
+def relative_to(path: str | Path, folder: Path) -> str:
+    """``path`` as seen from ``folder`` (a report names its inputs relative to where it is
+    written, never by a machine's absolute path)."""
+    return Path(os.path.relpath(Path(path).resolve(), folder.resolve())).as_posix()
 
 
 def _status_counts(db: str | Path) -> dict[str, int]:

@@ -12,7 +12,6 @@ Only the standard library's :mod:`sqlite3` is used.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import socket
 import sqlite3
@@ -22,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from kcap.training.config import config_hash
 
 __all__ = [
     "DEFAULT_DB",
@@ -70,12 +71,6 @@ _COLUMNS = (
 )
 
 T = TypeVar("T")
-
-
-def config_hash(config: dict) -> str:
-    """Return a stable 16-hex-char id of ``config`` (independent of key order)."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def _dumps(value: dict | None) -> str | None:

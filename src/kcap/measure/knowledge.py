@@ -13,17 +13,17 @@ What a span charges (every rule has an adversarial oracle test, ``tests/test_ora
   of (employer, work city) is sound (SPEC §4). It is reported inside "employer";
 - the gender at the first pronoun, among all pronoun forms (`gender_probe`); no pronoun: ln 2.
 
-Which bound applies follows `Dataset.measure_kind`: a junk mixture is measured with its useful
-data's bound (bioS, or bioD) on its useful people only (rendered as in training, domain token
-included), bioR with the bioS bound on each person's held-out rewrite, random strings by
-memorised bits (`kcap.measure.memorization`).
+Which bound applies follows `Dataset.measure_kind` (`kcap.measure.measure` dispatches): a junk
+mixture is measured with its useful data's bound (bioS, or bioD) on its useful people only
+(rendered as in training, domain token included), bioR with the bioS bound on each person's
+held-out rewrite; random strings by memorised bits (`kcap.measure.memorization`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,9 +43,9 @@ from kcap.data.documents import (
 )
 from kcap.data.templates import PRONOUN_FORMS
 from kcap.measure.losses import Query, token_losses
+from kcap.measure.measurement import LOG2E, Measurement
 from kcap.measure.spans import Continuations, TokenSpan, continuations, end_loss, first_spans
 
-LOG2E = 1.0 / math.log(2.0)
 #: bioS attributes with bits (the paper's 𝒦: work city is fixed by the employer).
 BIOS_KNOWLEDGE = ("birth_date", "birth_city", "university", "major", "employer", "gender")
 #: bioS spans charged in p2: 𝒦 plus the work city, whose loss joins the employer's (SPEC §4).
@@ -69,34 +69,6 @@ BIOS_POOL_SIZES = {
 }
 #: Attributes whose exact-match recall makes up `recall_accuracy` (the paper's five).
 BIOS_RECALL = ("birth_date", "birth_city", "university", "major", "employer")
-
-
-@dataclass
-class Measurement:
-    kind: str
-    n_people: int
-    n_measured: int
-    p1: float
-    p2: float
-    p3: float | None
-    bits: dict[str, float]
-    bits_unclipped: dict[str, float]
-    clipped: list[str]
-    bits_per_attribute: dict[str, float]
-    loss_per_attribute: dict[str, float]
-    recall_accuracy: float
-    recall_per_attribute: dict[str, float]
-    P: int
-    R: float
-    R_max: float
-    data_bits: float
-    eval_seed: int
-    params: dict[str, int] = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # kind-specific extras
-    notes: list[str] = field(default_factory=list)  # what this kind's figures mean, for reports
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 FULLNAME_NOTE = (
@@ -239,7 +211,7 @@ def _scored_documents(
 
 
 @torch.no_grad()
-def measure(
+def measure_knowledge(
     model: torch.nn.Module,
     dataset: Dataset,
     *,
@@ -251,21 +223,8 @@ def measure(
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> Measurement:
-    """Measure the knowledge ``model`` holds about ``dataset`` (every person unless max_people)."""
-    if dataset.measure_kind == "random":
-        from kcap.measure.memorization import measure_memorization
-
-        return measure_memorization(
-            model,
-            dataset,
-            P_count=P_count,
-            params=params,
-            eval_seed=eval_seed,
-            max_sequences=max_people,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-        )
+    """The bioS or bioD bound on the knowledge ``model`` holds about ``dataset`` (every person
+    unless ``max_people``); `kcap.measure.measure` picks this or memorisation by dataset kind."""
     device = torch.device(device)
     was_training = model.training
     model.eval()

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from kcap.data.dataset import DEFAULT_EVAL_SEED, Dataset
-from kcap.measure.knowledge import LOG2E, Measurement
 from kcap.measure.losses import token_losses
+from kcap.measure.measurement import LOG2E, Measurement
 
 
 def gain_bits(nll_nats: np.ndarray, s: int, v: int) -> np.ndarray:

@@ -6,6 +6,8 @@ Validation errors become one-line `KcapError`s naming the field (``training.lr: 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,11 +17,19 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
 
 from kcap.errors import KcapError
+
+
+def config_hash(config: dict) -> str:
+    """A stable 16-hex-char id of a config mapping (independent of key order): a run's id is the
+    hash of its full config, so a sweep recognises a run it has already done."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 class _Strict(BaseModel):
@@ -141,6 +151,30 @@ class TrainingSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
     threads: int | None = Field(default=None, ge=1)
+    log: list[Literal["jsonl", "tensorboard"]] = Field(
+        default_factory=lambda: list(DEFAULT_LOG),
+        description="where the trainer logs: metrics.jsonl always, and TensorBoard scalars",
+    )
+
+    @field_validator("log")
+    @classmethod
+    def _keeps_jsonl(cls, log: list[str]) -> list[str]:
+        if "jsonl" not in log:
+            raise ValueError("must include jsonl (kcap report reads RUN_DIR/metrics.jsonl)")
+        return log
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Leave ``log`` out of the dump while it is the default: configs written before it
+        existed keep their hash."""
+        data = handler(self)
+        if data.get("log") == list(DEFAULT_LOG):
+            data.pop("log")
+        return data
+
+
+#: The default ``training.log``: the JSON-lines metrics file alone.
+DEFAULT_LOG = ("jsonl",)
 
 
 class MeasurementSpec(_Strict):

@@ -31,13 +31,16 @@ import yaml
 from kcap.data.biod import BioDParams
 from kcap.data.dataset import Dataset, build_biod, build_bios, load_dataset, write_dataset
 from kcap.errors import KcapError
-from kcap.measure.knowledge import Measurement, measure
+from kcap.measure import measure
+from kcap.measure.measurement import Measurement
 from kcap.models import GPT, ModelConfig, count_parameters, preset
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
 from kcap.training import checkpoint as ckpt
-from kcap.training.config import RunConfig, parse_config
+from kcap.training.config import RunConfig, config_hash, parse_config
+from kcap.training.mfu import flops_per_token, peak_flops
 from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
+from kcap.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 
 CONFIG, METRICS, MEASURE, SUMMARY = "config.yaml", "metrics.jsonl", "measure.json", "run.json"
 
@@ -159,6 +162,8 @@ class Trainer:
         self.on_step = on_step
         self.show_progress = progress
         t = cfg.training
+        tensorboard = "tensorboard" in t.log  # a missing package fails here, before any write
+        self.tensorboard = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if tensorboard else None
         torch.set_num_threads(t.threads or threads or physical_cores())
         self.device = resolve_device(t.device)
         self.amp = autocast_dtype(t.dtype, self.device)
@@ -169,6 +174,8 @@ class Trainer:
         self.model_cfg = model_config(cfg, self.dataset)
         self.model = GPT(self.model_cfg).to(self.device)
         self.params = param_counts(self.model, self.dataset)
+        self.peak_flops = peak_flops(self.device, self.amp)  # None: MFU unknown, not logged
+        self.flops_per_token = flops_per_token(self.model_cfg, self.params)
         self.optimizer = make_optimizer(self.model, t)
         self.stream = make_stream(self.dataset, exposures=t.exposures, seed=t.seed, window=t.window)
         self.total_windows = self.stream.count_windows()
@@ -264,6 +271,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard:
+            self.tensorboard.write(record)
         if self.on_step:
             self.on_step(record)
 
@@ -298,6 +307,7 @@ class Trainer:
                             "lr": lr,
                             "tokens": self.tokens,
                             "tokens_per_s": tps,
+                            **self._mfu(tps),
                             **self.model.moe_metrics(),  # per-layer balance/drops (MoE only)
                         }
                     )
@@ -317,6 +327,12 @@ class Trainer:
         (self.run_dir / MEASURE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         (self.run_dir / SUMMARY).write_text(json.dumps(self.summary(), indent=2) + "\n")
         return result
+
+    def _mfu(self, tokens_per_s: float) -> dict[str, float]:
+        """``{"mfu": ...}`` where the device's peak is known, else nothing."""
+        if self.peak_flops is None:
+            return {}
+        return {"mfu": tokens_per_s * self.flops_per_token / self.peak_flops}
 
     def summary(self) -> dict:
         counts = self.stream.counts
@@ -356,8 +372,6 @@ def _brief(r: Measurement) -> dict:
 
 
 def _hash(cfg: RunConfig) -> str:
-    from kcap.experiments.store import config_hash
-
     return config_hash(cfg.model_dump())
 
 
