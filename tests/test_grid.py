@@ -120,6 +120,39 @@ def test_set_and_base_from_files_and_section_values(tmp_path):
     assert p.config.training.exposures == 7 and p.config.training.lr == 0.005
 
 
+def test_base_layers_merge_in_order_and_blocks_come_from_files(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "scale.yaml").write_text(
+        yaml.safe_dump({k: v for k, v in BASE.items() if k != "dataset"})
+    )
+    (tmp_path / "shared" / "table.yaml").write_text(
+        yaml.safe_dump([{"set": {"dataset.n": 60}}, {"product": {"dataset.n": [70, 80]}}])
+    )
+    grid = {
+        "base": ["shared/scale.yaml", {"dataset": BASE["dataset"], "training": {"exposures": 9}}],
+        "blocks": ["@shared/table.yaml", {"set": {"dataset.n": 90}}],
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    points = expand(load_grid(tmp_path / "grid.yaml", ["training.window=32"]))
+    assert [p.config.dataset.n for p in points] == [60, 70, 80, 90]
+    # a layer's mappings merge into the layers below key by key; --set applies to the merge
+    (p, *_) = points
+    assert (p.config.training.exposures, p.config.training.batch_size) == (9, 2)
+    assert p.config.training.window == 32 and p.config.model.overrides == {"d_model": 32}
+    # the same runs as the one-mapping base
+    flat = parse_grid(
+        {
+            "base": {**BASE, "training": {**BASE["training"], "exposures": 9, "window": 32}},
+            "product": {"dataset.n": [60, 70, 80, 90]},
+        }
+    )
+    assert [q.run_id for q in expand(flat)] == [q.run_id for q in points]
+    with pytest.raises(KcapError, match=r"grid\.base\[1\]"):
+        parse_grid({"base": [BASE, 3]})
+    with pytest.raises(KcapError, match="list of blocks"):
+        parse_grid({"base": BASE, "blocks": ["@shared/scale.yaml"]}, root=tmp_path)
+
+
 def test_invalid_points_name_their_coordinates():
     with pytest.raises(KcapError, match=r"training.lr.*training.lr=-1"):
         _points(product={"training.lr": [1e-3, -1]})

@@ -5,7 +5,8 @@ A grid file (YAML)::
     name: law-lab                 # optional; the file's stem by default
     description: free text        # optional; also `result:` and `scale:` (informational)
     needs: [dataset.junk]         # optional: config fields this grid requires (see below)
-    base: ../base.yaml            # a run config: a path (relative to this file) or a mapping
+    base: ../base.yaml            # a run config: a path (relative to this file) or a mapping,
+                                  #   or a list of them merged in order (see below)
     set:                          # optional fixed overrides of the base
       training.exposures: 1000
     product:                      # every combination of these values ...
@@ -17,6 +18,12 @@ A grid file (YAML)::
     blocks:                       # optional: a union of sub-grids, each with its own
       - set: {...}                #   set / product / zip (combined with the top-level ones)
         product: {...}            #   and optional needs (an unmet block is skipped)
+      - "@more-blocks.yaml"       #   or "@PATH": the blocks listed in that YAML file
+
+A list ``base`` is a stack of layers, each a path or a mapping, merged in order: a mapping
+merges into the layers below it key by key, any other value replaces. Recipes share their
+scale's settings this way (``base: [shared/lab.yaml, {training: {exposures: 1000}}]``) and
+``--set`` still overrides the merged base.
 
 `zip` is one group (a mapping) or a list of groups. A key may name a whole section
 (``model: "@../ablations/01-llama.yaml"``: a value ``@PATH`` is read from that YAML file);
@@ -109,16 +116,9 @@ def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None
             "grid.needs",
             f"this grid needs {', '.join(missing)}, which this kcap does not support yet",
         )
-    base = raw.get("base", {})
-    if isinstance(base, str):
-        base = _read_yaml(root / base, "grid.base")
-    if not isinstance(base, dict):
-        raise KcapError("grid.base", "must be a run config mapping or a path to one")
-    base = apply_overrides(copy.deepcopy(base), overrides or [])
+    base = apply_overrides(_base(raw.get("base", {}), root), overrides or [])
     top = {key: raw.get(key) for key in ("set", "product", "zip")}
-    blocks_raw = raw.get("blocks") or [{}]
-    if not isinstance(blocks_raw, list):
-        raise KcapError("grid.blocks", "must be a list of {set, product, zip} mappings")
+    blocks_raw = _blocks(raw.get("blocks") or [{}], root)
     blocks, skipped = [], []
     for i, block in enumerate(blocks_raw):
         where = f"grid.blocks[{i}]"
@@ -155,6 +155,46 @@ def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None
         root=root,
         skipped=skipped,
     )
+
+
+def _base(value: Any, root: Path) -> dict:
+    """The base run config: a mapping, a path to one, or a list of them merged in order."""
+    merged: dict = {}
+    for i, layer in enumerate(value if isinstance(value, list) else [value]):
+        where = f"grid.base[{i}]" if isinstance(value, list) else "grid.base"
+        if isinstance(layer, str):
+            layer = _read_yaml(root / layer, where)
+        if not isinstance(layer, dict):
+            raise KcapError(where, "must be a run config mapping or a path to one")
+        merged = _merge(merged, layer)
+    return merged
+
+
+def _merge(below: dict, above: dict) -> dict:
+    """``above`` over ``below``: mappings merge key by key, any other value replaces."""
+    out = copy.deepcopy(below)
+    for key, value in above.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _blocks(value: Any, root: Path) -> list:
+    """The block list, each ``@PATH`` entry replaced by the blocks listed in that file."""
+    if not isinstance(value, list):
+        raise KcapError("grid.blocks", "must be a list of {set, product, zip} mappings")
+    out: list = []
+    for i, block in enumerate(value):
+        if isinstance(block, str) and block.startswith("@"):
+            listed = _read_yaml(root / block[1:], f"grid.blocks[{i}]")
+            if not isinstance(listed, list) or not all(isinstance(b, dict) for b in listed):
+                raise KcapError(f"grid.blocks[{i}]", f"{block[1:]} must hold a list of blocks")
+            out += listed
+        else:
+            out.append(block)
+    return out
 
 
 def _read_yaml(path: Path, field_name: str) -> Any:
