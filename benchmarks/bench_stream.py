@@ -27,8 +27,7 @@ def main() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     torch.set_num_threads(1)
 
-    from kcap.data.bios import BioSPopulation
-    from kcap.data.dataset import BioSSource, build_bios
+    from kcap.data.bios import BioSPopulation, BioSSource, build_bios
     from kcap.tokenization.stream import ExposureStream
 
     manifest, pop, tok = build_bios(args.n, seed=0, vocab=args.vocab)

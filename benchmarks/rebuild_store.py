@@ -25,7 +25,8 @@ import re
 import sys
 from pathlib import Path
 
-from kcap.data.bits import biod_bits, bios_bits
+from kcap.data.biod import biod_bits
+from kcap.data.bios import bios_bits
 from kcap.experiments.grid import expand, load_grid
 from kcap.experiments.store import ResultsStore
 from kcap.training.config import config_hash

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kcap.data.biod import BioDParams
-from kcap.data.dataset import build_biod, build_bios, load_dataset, write_dataset
+from kcap.data.biod import BioDParams, build_biod
+from kcap.data.bios import build_bios
+from kcap.data.build import write_dataset
+from kcap.data.dataset import load_dataset
 
 torch.set_num_threads(1)
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kcap.data.biod import BioDParams
+from kcap.data.biod import BioDParams, build_biod
 from kcap.data.bior import build_bior
-from kcap.data.dataset import build_biod, build_bios, load_dataset, write_dataset
+from kcap.data.bios import build_bios
+from kcap.data.build import write_dataset
+from kcap.data.dataset import load_dataset
 from kcap.data.junk import build_junk
 from kcap.data.random_strings import build_random
 from kcap.experiments.grid import expand, load_grid

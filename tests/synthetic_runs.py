@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from kcap.data.bits import biod_bits, bios_bits
+from kcap.data.biod import biod_bits
+from kcap.data.bios import bios_bits
 from kcap.experiments.store import ResultsStore
 from kcap.training.config import config_hash
 

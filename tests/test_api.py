@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import kcap
 from kcap.cli.main import app
-from kcap.data.bits import bios_bits
+from kcap.data.bios import bios_bits
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
 from kcap.training.config import parse_config

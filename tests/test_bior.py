@@ -9,6 +9,7 @@ import pytest
 
 from kcap.data import pools as P
 from kcap.data.bior import (
+    REWRITES,
     Rewrites,
     build_bior,
     find_spans,
@@ -16,9 +17,9 @@ from kcap.data.bior import (
     make_prompt,
     rewrite_text,
 )
-from kcap.data.bios import BioSPopulation
-from kcap.data.bits import bios_bits
-from kcap.data.dataset import load_dataset, write_dataset
+from kcap.data.bios import BioSPopulation, bios_bits
+from kcap.data.build import write_dataset
+from kcap.data.dataset import load_dataset
 from kcap.data.documents import GENDER, NAME, label_name
 from kcap.data.templates import ATTRIBUTES
 from kcap.tokenization.tokenizer import KTokenizer
@@ -227,15 +228,15 @@ def bior_dir(tmp_path_factory, people):
 def test_dataset_round_trip_and_sources(bior_dir, people):
     ds = load_dataset(bior_dir)
     assert ds.kind == "bior" and ds.measure_kind == "bios" and ds.n == 6
-    assert ds.manifest["bits"]["total"] == pytest.approx(
-        __import__("kcap.data.bits", fromlist=["x"]).bios_bits(6)["total"]
-    )
+    assert ds.manifest["bits"]["total"] == pytest.approx(bios_bits(6)["total"])
     assert ds.manifest["rewriting"]["fallback_people"] == 1
     assert np.array_equal(ds.population.name, people.name)
     train, evaluation = ds.source(), ds.source(eval_=True)
     every = np.arange(6)
     held_out = [d.text for d in evaluation.documents(0, every)]
-    assert held_out == [ds.rewrites.texts[int(i)] for i in ds.rewrites.person_offsets[:-1]]
+    assert held_out == [
+        ds.extras[REWRITES].texts[int(i)] for i in ds.extras[REWRITES].person_offsets[:-1]
+    ]
     assert [d.text for d in evaluation.documents(7, every)] == held_out  # fixed
     # exposures cycle through each person's 4 training rewrites, never the held-out one
     seen = {p: [] for p in range(6)}
@@ -247,7 +248,7 @@ def test_dataset_round_trip_and_sources(bior_dir, people):
         assert len(set(seen[p])) == 4 and all(seen[p].count(t) == 2 for t in set(seen[p]))
     # stored spans slice back to the values
     store = Rewrites.load(bior_dir / "rewrites.npz")
-    assert store.texts == ds.rewrites.texts
+    assert store.texts == ds.extras[REWRITES].texts
     for i, text in enumerate(store.texts):
         for k, (s, e) in enumerate(store.spans[i].tolist()):
             if s >= 0 and k + 1 not in (NAME, GENDER):
@@ -293,7 +294,7 @@ def tiny_hf_lm(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from kcap.data.dataset import pool_texts
+    from kcap.data.build import pool_texts
 
     transformers.logging.set_verbosity_error()
     out = tmp_path_factory.mktemp("lm")
@@ -351,7 +352,7 @@ def test_hf_plumbing_through_the_cli(tmp_path, tiny_hf_lm):
     assert rw["tries"] == 3 * 4 * 3  # a random LM writes nothing acceptable: every try is used
     assert rw["accepted"] == 0 and rw["fallback_people"] == 3
     ds = load_dataset(out)
-    assert ds.rewrites.n == 3 and all(ds.rewrites.count(p) == 2 for p in range(3))
+    assert ds.extras[REWRITES].n == 3 and all(ds.extras[REWRITES].count(p) == 2 for p in range(3))
 
 
 def test_cli_refuses_a_missing_model(tmp_path):

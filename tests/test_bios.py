@@ -118,7 +118,7 @@ def test_population_is_deterministic_and_seed_dependent():
 
 
 def test_online_varies_and_simple_is_fixed():
-    from kcap.data.dataset import BioSSource
+    from kcap.data.bios import BioSSource
 
     pop = BioSPopulation.sample(20, 0)
     people = np.arange(20)
@@ -135,7 +135,9 @@ def test_online_varies_and_simple_is_fixed():
 def test_simple_is_measured_on_its_own_biographies(tmp_path):
     """bioS-simple's one fixed biography per person is its whole distribution: evaluation must
     render exactly the training documents (online evaluates on fresh renderings)."""
-    from kcap.data.dataset import build_bios, load_dataset, write_dataset
+    from kcap.data.bios import build_bios
+    from kcap.data.build import write_dataset
+    from kcap.data.dataset import load_dataset
 
     for variant, same in (("simple", True), ("online", False)):
         write_dataset(tmp_path / variant, *build_bios(20, 1, variant, vocab=400), force=False)

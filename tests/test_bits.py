@@ -5,7 +5,8 @@ import math
 import pytest
 
 from kcap.data import pools as P
-from kcap.data.bits import biod_bits, bios_bits, r_max
+from kcap.data.biod import biod_bits
+from kcap.data.bios import bios_bits
 
 
 def test_constants():
@@ -50,12 +51,9 @@ def test_r_max():
     b = bios_bits(1_000_000)
     assert b["name"] == pytest.approx(7_321_928.0949, abs=1e-3)
     assert b["value"] == pytest.approx(47_591_623.6719, abs=1e-3)
-    assert r_max(b["total"], 27_460_000) == pytest.approx(1.9997651772, rel=1e-9)
+    assert b["total"] / 27_460_000 == pytest.approx(1.9997651772, rel=1e-9)
     # the paper's scale: bioS(20M) holds 1,011,832,473.4 bits; over GPT2-small's 88M: 11.498
-    assert r_max(bios_bits(20_000_000)["total"], 88_000_000) == pytest.approx(11.49809629, rel=1e-8)
+    assert bios_bits(20_000_000)["total"] / 88_000_000 == pytest.approx(11.49809629, rel=1e-8)
     # bioD(N=1000, K=4, C=2, D=16, L=3, T=8): 1000·log2(160000) + 1000·4·2·4 + 4·16·(3·3 - 4)
     #           = 17,287.7124 + 32,000 + 320 = 49,607.7124 bits; at P = 10,000: 4.96077
-    assert r_max(biod_bits(1000, 4, 2, 16, 3, 8)["total"], 10_000) == pytest.approx(
-        4.960771238, rel=1e-9
-    )
-    assert r_max(1.0, 4) == 0.25 and r_max(0.0, 7) == 0.0
+    assert biod_bits(1000, 4, 2, 16, 3, 8)["total"] / 10_000 == pytest.approx(4.960771238, rel=1e-9)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kcap.cli.main import app
-from kcap.data.bits import bios_bits
+from kcap.data.bios import bios_bits
 
 runner = CliRunner()
 

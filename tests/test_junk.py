@@ -15,18 +15,20 @@ from torch import nn
 from typer.testing import CliRunner
 
 from kcap.data import pools as P
-from kcap.data.biod import BioDPopulation
-from kcap.data.bios import TAG_JUNK_ORDER
-from kcap.data.bits import biod_bits, bios_bits
-from kcap.data.dataset import load_dataset, write_dataset
+from kcap.data.biod import BioDPopulation, biod_bits
+from kcap.data.bios import TAG_JUNK_ORDER, bios_bits
+from kcap.data.build import write_dataset
+from kcap.data.dataset import load_dataset
 from kcap.data.junk import (
     DOMAIN_TOKEN,
+    JUNK_POPULATION,
     JUNK_TOKEN,
     JunkNames,
     RandomBioDJunkSource,
     RandomJunkSource,
     build_junk,
     feistel_permute,
+    junk_source,
     nth_unexcluded,
 )
 from kcap.errors import KcapError
@@ -84,7 +86,7 @@ def _mixture(ds, ratio, exposures=2, window=48, seed=1):
         ds.source(), ds.tokenizer, exposures=exposures, seed=seed, window=window
     )
     junk = ExposureStream(
-        ds.junk_source(),
+        junk_source(ds),
         ds.tokenizer,
         exposures=ENDLESS,
         seed=seed,
@@ -206,8 +208,8 @@ def test_random_junk_documents_are_the_named_junk_people(random_junk):
 @pytest.mark.parametrize("mixture", REPETITIVE)
 def test_repetitive_junk_cycles_a_fixed_population(request, mixture):
     ds = request.getfixturevalue(mixture)
-    assert len(ds.junk_population.name) == 12
-    assert not np.isin(ds.junk_population.name, ds.population.name).any()
+    assert len(ds.extras[JUNK_POPULATION].name) == 12
+    assert not np.isin(ds.extras[JUNK_POPULATION].name, ds.population.name).any()
     stream = make_stream(ds, exposures=3, seed=0, window=32)
     junk_people = np.concatenate([w.people[w.people >= 0] for w in stream if w.source == JUNK])
     assert set(junk_people.tolist()) == set(range(12))  # the same 12 people, over and over
@@ -347,7 +349,7 @@ def test_biod_useful_people_and_bits_are_the_plain_biod_datasets(request, mixtur
 def test_random_biod_junk_people_are_fresh_people_over_the_useful_chunk_sets(random_biod_junk):
     ds = random_biod_junk
     useful = ds.population
-    source = ds.junk_source()
+    source = junk_source(ds)
     assert isinstance(source, RandomBioDJunkSource)
     block = source.people(3)
     assert block.params == replace(useful.params, n=source.n)
@@ -369,13 +371,13 @@ def test_repetitive_biod_junk_is_a_stored_population_over_the_useful_chunk_sets(
     repetitive_biod_junk,
 ):
     ds = repetitive_biod_junk
-    junk = ds.junk_population
+    junk = ds.extras[JUNK_POPULATION]
     assert isinstance(junk, BioDPopulation) and junk.n == 12 == ds.manifest["params"]["junk_n"]
     assert junk.params == replace(ds.population.params, n=12)
     assert np.array_equal(junk.chunks, ds.population.chunks)
     assert not np.array_equal(junk.values, ds.population.values[:12])
     assert ds.manifest["mixture"]["junk_people"] == "bioD(12) cycled"
-    for doc in ds.junk_source().documents(0, np.arange(12)):  # marked: domain "junk"
+    for doc in junk_source(ds).documents(0, np.arange(12)):  # marked: domain "junk"
         assert doc.text.startswith(JUNK_TOKEN + junk.full_name(doc.person))
         assert f"ID 1 is {junk.value_text(doc.person, 0)}." in doc.text
 
@@ -488,7 +490,9 @@ def test_cli_junk_with_useful_biod(tmp_path):
     }
     assert manifest["bits"] == pytest.approx(biod_bits(20, 2, 1, 8, 1, 8))
     ds = load_dataset(out)
-    assert isinstance(ds.junk_population, BioDPopulation) and ds.junk_population.n == 5
+    assert (
+        isinstance(ds.extras[JUNK_POPULATION], BioDPopulation) and ds.extras[JUNK_POPULATION].n == 5
+    )
 
 
 @pytest.mark.parametrize(

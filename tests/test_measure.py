@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kcap.data.bits import bios_bits
+from kcap.data.bios import bios_bits
 from kcap.data.documents import NAME, OTHER
 from kcap.data.pools import N0, S0
 from kcap.measure import measure
@@ -147,7 +147,9 @@ def test_random_model_terms_are_negative_and_clip_to_exactly_zero(bios_ds):
 def test_gender_is_read_across_pronoun_forms(tmp_path):
     """A model sure of the gender but unsure which template form follows ("She" or "Her")
     stores the gender bit fully; the raw token loss would have charged it ln 2."""
-    from kcap.data.dataset import build_bios, load_dataset, write_dataset
+    from kcap.data.bios import build_bios
+    from kcap.data.build import write_dataset
+    from kcap.data.dataset import load_dataset
     from kcap.data.documents import GENDER
     from kcap.measure.knowledge import PRONOUN_FORMS
 

@@ -15,8 +15,10 @@ import pytest
 from tests.oracles import Knowledge, Oracle, every_attribute, knowing
 
 from kcap.data import pools as P
-from kcap.data.biod import BioDParams
-from kcap.data.dataset import build_biod, build_bios, load_dataset, write_dataset
+from kcap.data.biod import BioDParams, build_biod
+from kcap.data.bios import build_bios
+from kcap.data.build import write_dataset
+from kcap.data.dataset import load_dataset
 from kcap.data.documents import GENDER, NAME, Span, from_spans
 from kcap.measure import measure
 from kcap.measure.knowledge import BIOS_POOL_SIZES, ValueEndings, gender_probe

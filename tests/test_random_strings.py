@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from kcap.data.biod import symbol
-from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset, write_dataset
+from kcap.data.build import write_dataset
+from kcap.data.dataset import DEFAULT_EVAL_SEED, load_dataset
 from kcap.data.random_strings import RandomStrings, build_random
 from kcap.errors import KcapError
 from kcap.measure import measure

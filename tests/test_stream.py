@@ -75,7 +75,7 @@ def test_labels_mark_values(bios_ds):
 @pytest.mark.parametrize("variant", ["online", "simple", "fullname"])
 def test_length_tables_equal_a_dry_pass(bios_ds, variant):
     """The exact run length from lookup tables equals rendering and tokenizing every document."""
-    from kcap.data.dataset import BioSSource
+    from kcap.data.bios import BioSSource
 
     source = BioSSource(bios_ds.population, variant, seed=2)
     tok = bios_ds.tokenizer
@@ -98,7 +98,8 @@ def test_biod_length_tables_equal_a_dry_pass(biod_ds):
 
 
 def test_domain_token_source_lengths_equal_a_dry_pass(tmp_path):
-    from kcap.data.dataset import load_dataset, write_dataset
+    from kcap.data.build import write_dataset
+    from kcap.data.dataset import load_dataset
     from kcap.data.junk import build_junk
 
     out = tmp_path / "junk"

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from kcap.data.bios import BioSPopulation
-from kcap.data.dataset import BioSSource
+from kcap.data.bios import BioSPopulation, BioSSource
 from kcap.data.documents import OTHER
 from kcap.tokenization.tokenizer import KTokenizer, token_range
 

@@ -49,7 +49,7 @@ def make_dataset(kind: str, out: str | Path, *, force: bool = False, **params: A
     ``vocab``, ``tokenizer``; bioD ``k, c, d, l, t``; junk ``ratio, junk, domain, useful``;
     random ``m, s, v``; bioR ``rewriter, rewrites``. A non-empty ``out`` is refused unless
     ``force``; the directory is written atomically."""
-    from kcap.data.dataset import write_dataset
+    from kcap.data.build import write_dataset
     from kcap.training.config import parse_config
     from kcap.training.trainer import build_dataset
 

@@ -13,18 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from kcap.data.biod import BioDParams
-from kcap.data.dataset import (
-    DEFAULT_EVAL_SEED,
-    build_biod,
-    build_bios,
-    check_biod_args,
-    check_bios_args,
-    check_tokenizer_args,
-    load_dataset,
-    prepare_out_dir,
-    write_dataset,
-)
+from kcap.data.build import prepare_out_dir, write_dataset
+from kcap.data.dataset import DEFAULT_EVAL_SEED, family, load_dataset
 from kcap.data.documents import label_name
+from kcap.data.junk import junk_source
 from kcap.errors import KcapError, require
 
 app = typer.Typer(
@@ -53,7 +45,11 @@ def biod_option(name: str, default=..., note: str = ""):
     return typer.Option(default, f"--{name}", help=BIOD_HELP[name] + note)
 
 
-def _build(fn, out: Path, force: bool, json_out: bool, **kwargs) -> None:
+def _build(kind: str, out: Path, force: bool, json_out: bool, **kwargs) -> None:
+    """Check the arguments and ``out``, then build the dataset of family ``kind`` and write it."""
+    fam = family(kind)
+    fam.check(**kwargs)
+    prepare_out_dir(out, force)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -62,7 +58,7 @@ def _build(fn, out: Path, force: bool, json_out: bool, **kwargs) -> None:
         transient=True,
     ) as progress:
         task = progress.add_task("starting")
-        built = fn(progress=lambda msg: progress.update(task, description=msg), **kwargs)
+        built = fam.build(progress=lambda msg: progress.update(task, description=msg), **kwargs)
         manifest = built[0]
         progress.update(task, description=f"writing {out}")
         write_dataset(out, *built, force=force)
@@ -100,11 +96,8 @@ def bios(
     json_out: bool = JSON,
 ) -> None:
     """Generate bioS(N): template biographies of N people (47.6 bits of attributes each)."""
-    check_bios_args(n, variant)
-    check_tokenizer_args(tokenizer, vocab)
-    prepare_out_dir(out, force)
     _build(
-        build_bios,
+        "bios",
         out,
         force,
         json_out,
@@ -133,10 +126,7 @@ def biod(
 ) -> None:
     """Generate bioD(N, K, C, D, L, T): each value is C chunks from a set of D per attribute."""
     params = BioDParams(n=n, k=k, c=c, d=d, l=l, t=t)
-    check_biod_args(params)
-    check_tokenizer_args(tokenizer, vocab)
-    prepare_out_dir(out, force)
-    _build(build_biod, out, force, json_out, p=params, seed=seed, vocab=vocab, tokenizer=tokenizer)
+    _build("biod", out, force, json_out, p=params, seed=seed, vocab=vocab, tokenizer=tokenizer)
 
 
 @app.command("junk")
@@ -170,17 +160,11 @@ def junk(
 ) -> None:
     """Generate a junk mixture: useful bioS(N) or bioD(N, K, C, D, L, T) is 1/(1+r) of the
     training tokens, junk of the same kind the rest."""
-    from kcap.data.junk import build_junk, check_junk_args, useful_biod_params
-
     if domain_token and junk_token:
         raise KcapError("--junk-token", "give either --domain-token or --junk-token, not both")
     domain = "useful" if domain_token else "junk" if junk_token else "none"
-    shape = useful_biod_params(n, useful, k, c, d, l, t)
-    check_junk_args(n, ratio, junk_kind, domain, junk_n, shape)
-    check_tokenizer_args(tokenizer, vocab)
-    prepare_out_dir(out, force)
     _build(
-        build_junk,
+        "junk",
         out,
         force,
         json_out,
@@ -212,11 +196,7 @@ def random_strings(
     json_out: bool = JSON,
 ) -> None:
     """Generate M uniform random strings (Morris et al.): the raw-memorisation probe."""
-    from kcap.data.random_strings import build_random, check_random_args
-
-    check_random_args(m, s, v)
-    prepare_out_dir(out, force)
-    _build(build_random, out, force, json_out, m=m, s=s, v=v, seed=seed)
+    _build("random", out, force, json_out, m=m, s=s, v=v, seed=seed)
 
 
 @app.command("bior")
@@ -240,20 +220,8 @@ def bior(
     json_out: bool = JSON,
 ) -> None:
     """Generate bioR(N): bioS people rewritten by a local LM, kept only if every value is there."""
-    from kcap.data.bior import build_bior, check_bior_args
-
-    check_bior_args(n, model, rewrites, max_tries)
-    require(batch_size >= 1, "--batch-size", f"must be a positive integer; got {batch_size}")
-    require(max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {max_new_tokens}")
-    require(temperature > 0, "--temperature", f"must be positive; got {temperature}")
-    require(0 < top_p <= 1, "--top-p", f"must be in (0, 1]; got {top_p}")
-    require(
-        device == "cpu" or device.startswith("cuda"), "--device", f"cpu or cuda; got {device!r}"
-    )
-    check_tokenizer_args(tokenizer, vocab)
-    prepare_out_dir(out, force)
     _build(
-        build_bior,
+        "bior",
         out,
         force,
         json_out,
@@ -288,7 +256,7 @@ def show(
     if junk_docs:
         require(ds.kind == "junk", "--junk", f"{path} is a {ds.kind} dataset, not a junk mixture")
         require(not eval_, "--junk", "junk is never evaluated; drop --eval")
-    source = ds.junk_source() if junk_docs else ds.source(eval_=eval_, eval_seed=DEFAULT_EVAL_SEED)
+    source = junk_source(ds) if junk_docs else ds.source(eval_=eval_, eval_seed=DEFAULT_EVAL_SEED)
     out = Console()
     for doc in source.documents(exposure, np.arange(min(count, source.n))):
         text = doc.text

@@ -8,19 +8,43 @@ is absorbed into a chunk's first symbol). One template sentence per attribute, r
 "Their", so no information outside the bit formula is in the text.
 
 `BioDPopulation.with_people` gives other people over the same chunk sets (the junk of a bioD
-junk mixture, `kcap.data.junk`).
+junk mixture, `kcap.data.junk`). `BioDSource` renders a population per exposure (the stream's
+`DocumentSource`), `biod_bits` counts its bits, and `build_biod` samples bioD, trains its
+tokenizer and writes its manifest; ``FAMILY`` is the bioD family the dataset registry
+(`kcap.data.dataset`) knows.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from kcap.data import pools as P
-from kcap.data.bios import TAG_POPULATION, rng_for, sample_names
+from kcap.data.bios import (
+    TAG_EVAL,
+    TAG_POPULATION,
+    TAG_TRAIN,
+    name_part_lengths,
+    rng_for,
+    sample_names,
+)
+from kcap.data.build import (
+    POPULATION,
+    TOKENIZER_SAMPLE,
+    Progress,
+    check_tokenizer_args,
+    document_tokens,
+    make_manifest,
+    say,
+)
 from kcap.data.documents import NAME, OTHER, VALUE_BASE, Document, Piece
+from kcap.data.family import Family
+from kcap.errors import require
+from kcap.tokenization.tokenizer import KTokenizer
 
 
 def symbol(i: int) -> str:
@@ -165,3 +189,150 @@ class BioDRenderer:
     def symbols(self) -> list[str]:
         """Every alphabet symbol the dataset may contain (the tokenizer keeps each whole)."""
         return [symbol(i) for i in range(self.population.params.t)]
+
+
+# ----------------------------------------------------------------------------- bits
+
+
+def biod_bits(n: int, k: int, c: int, d: int, l: int, t: int) -> dict[str, float]:  # noqa: E741
+    """Bits of bioD(N, K, C, D, L, T) (SPEC §2): name = N·log2(N0/N), value = N·K·C·log2(D),
+    diversity = K·D·log2(T^L/D) (the chunk sets)."""
+    name = n * math.log2(P.N0 / n)
+    value = n * k * c * math.log2(d)
+    diversity = k * d * (l * math.log2(t) - math.log2(d))
+    return {"name": name, "value": value, "diversity": diversity, "total": name + value + diversity}
+
+
+def biod_attributes(k: int) -> list[str]:
+    """The attribute names of bioD with K attributes: "ID 1".."ID K"."""
+    return [f"ID {i + 1}" for i in range(k)]
+
+
+# ----------------------------------------------------------------------------- source
+
+
+class BioDSource:
+    """bioD documents per exposure (sentence order re-drawn every exposure).
+
+    ``tag`` overrides the order stream, as for `kcap.data.bios.BioSSource` (repetitive bioD
+    junk)."""
+
+    def __init__(
+        self,
+        population: BioDPopulation,
+        seed: int,
+        *,
+        eval_: bool = False,
+        tag: int | None = None,
+    ):
+        self.renderer = BioDRenderer(population)
+        self.n = population.n
+        self.k = population.params.k
+        self.seed = seed
+        self.tag = tag if tag is not None else TAG_EVAL if eval_ else TAG_TRAIN
+        self.fixed = eval_
+        self._cached: tuple[int, np.ndarray] | None = None
+        self._lengths: tuple[KTokenizer, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _orders(self, exposure: int) -> np.ndarray:
+        e = 0 if self.fixed else exposure
+        if self._cached is None or self._cached[0] != e:
+            self._cached = (e, biod_orders(self.n, self.k, self.seed, self.tag, e))
+        return self._cached[1]
+
+    def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:
+        """Tokens in every person's document at ``exposure`` (eos excluded), from tables: only
+        which attribute comes first changes a document's length."""
+        base, heads = self._length_tables(tok)
+        first_attr = self._orders(exposure)[:, 0]
+        return base + heads[first_attr, 0] - heads[first_attr, 1]
+
+    def _length_tables(self, tok: KTokenizer) -> tuple[np.ndarray, np.ndarray]:
+        """Each person's length with every sentence opened by " Their ID k is", and the head
+        lengths [K, (first, later)] (computed once per tokenizer)."""
+        if self._lengths is not None and self._lengths[0] is tok:
+            return self._lengths[1]
+        pop = self.renderer.population
+        piece = lambda text: len(tok.piece_ids(text))  # noqa: E731
+        first_len, middle_len, last_len = name_part_lengths(tok)
+        first, middle, last = P.split_name(pop.name)
+        name = first_len[first, 0] + middle_len[middle] + last_len[last]
+        heads = np.array(
+            [[piece(f"'s ID {a + 1} is"), piece(f" Their ID {a + 1} is")] for a in range(self.k)]
+        )
+        chunks = np.array(
+            [
+                [piece(" " + pop.chunk_text(a, c)) for c in range(pop.params.d)]
+                for a in range(self.k)
+            ]
+        )
+        values = chunks[np.arange(self.k)[None, :, None], pop.values].sum(axis=(1, 2))
+        base = name + values + heads[:, 1].sum() + self.k * piece(".")
+        self._lengths = (tok, (base, heads))
+        return base, heads
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        orders = self._orders(exposure)
+        for p in people.tolist():
+            yield self.renderer.render(p, orders[p])
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def check_biod_params(p: BioDParams) -> None:
+    """Refuse a bad bioD(N, K, C, D, L, T) (a `KcapError` naming the flag)."""
+    require(1 <= p.n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {p.n}")
+    for name, value in (("--k", p.k), ("--c", p.c), ("--d", p.d), ("--l", p.l)):
+        require(value >= 1, name, f"must be a positive integer; got {value}")
+    require(p.t >= 2, "--t", f"must be at least 2; got {p.t}")
+    require(p.d <= p.t**p.l, "--d", f"must be at most T^L = {p.t}^{p.l}; got {p.d}")
+
+
+def check_biod(p: BioDParams, seed: int, *, vocab: int = 2048, tokenizer: str = "bpe") -> None:
+    """Refuse bad arguments of `build_biod`."""
+    check_biod_params(p)
+    check_tokenizer_args(tokenizer, vocab)
+
+
+def build_biod(
+    p: BioDParams,
+    seed: int,
+    *,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+    progress: Progress = None,
+) -> tuple[dict, BioDPopulation, KTokenizer]:
+    """Sample bioD(N, K, C, D, L, T), train its tokenizer, and compute the manifest."""
+    check_biod(p, seed, vocab=vocab, tokenizer=tokenizer)
+    say(progress, "sampling population")
+    pop = BioDPopulation.sample(p, seed)
+    source = BioDSource(pop, seed)
+    docs = list(source.documents(0, np.arange(min(p.n, TOKENIZER_SAMPLE))))
+    say(progress, "training tokenizer")
+    symbols = source.renderer.symbols()
+    tok = KTokenizer.train(
+        (d.text for d in docs), vocab_size=vocab + len(symbols), kind=tokenizer, symbols=symbols
+    )
+    say(progress, "counting used tokens")
+    used = document_tokens(source, tok)
+    params = {"n": p.n, "k": p.k, "c": p.c, "d": p.d, "l": p.l, "t": p.t}
+    bits = biod_bits(p.n, p.k, p.c, p.d, p.l, p.t)
+    manifest = make_manifest("biod", params, seed, bits, tok, used, docs, biod_attributes(p.k))
+    return manifest, pop, tok
+
+
+# ----------------------------------------------------------------------------- the family
+
+
+def _load(path: Path, manifest: dict) -> tuple[BioDPopulation, dict]:
+    return BioDPopulation.load(path / POPULATION), {}
+
+
+def _source(dataset, *, eval_: bool, eval_seed: int) -> BioDSource:
+    """Training: keyed by the dataset seed; evaluation: by ``eval_seed``."""
+    seed = eval_seed if eval_ else dataset.manifest["seed"]
+    return BioDSource(dataset.population, seed, eval_=eval_)
+
+
+FAMILY = Family("biod", check_biod, build_biod, _load, _source, measure="biod")

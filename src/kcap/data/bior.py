@@ -27,13 +27,15 @@ Jersey native ... born in Princeton, NJ") are scored as known; that is the cost 
 Storage (``rewrites.npz``): every text's UTF-8 bytes in one array with offsets, its spans
 [R, 8, 2] (start, end for labels 1..8, -1 when absent) and per person the index of its first
 text (``person_offsets``; the held-out text first, then the training ones) and a fallback flag.
+
+``FAMILY`` is the bioR family the dataset registry (`kcap.data.dataset`) knows.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,25 +49,29 @@ from kcap.data.bios import (
     TAG_BIOR_PROMPT,
     BioSPopulation,
     BioSRenderer,
+    bios_bits,
     layouts,
     rng_for,
 )
-from kcap.data.bits import bios_bits
-from kcap.data.dataset import (
-    REWRITES,
+from kcap.data.build import (
+    POPULATION,
     TOKENIZER_SAMPLE,
-    _manifest,
-    _say,
+    Progress,
     check_tokenizer_args,
+    make_manifest,
     pool_texts,
+    say,
 )
 from kcap.data.documents import GENDER, NAME, Document, Span, from_spans
+from kcap.data.family import Family
 from kcap.data.templates import ATTRIBUTES
 from kcap.errors import KcapError, require
 from kcap.tokenization.tokenizer import KTokenizer
 
 #: Labels with a span slot in storage: name, the six attributes, gender (1..8).
 SLOTS = 8
+#: The file of the stored texts.
+REWRITES = "rewrites.npz"
 _PRONOUNS = {"he": 0, "his": 0, "him": 0, "himself": 0, "she": 1, "her": 1, "hers": 1, "herself": 1}
 _PRONOUN_RE = re.compile(r"\b(" + "|".join(_PRONOUNS) + r")\b", re.IGNORECASE)
 
@@ -365,7 +371,7 @@ def generate_rewrites(
     max_tries: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = None,
 ) -> tuple[Rewrites, RewriteStats]:
     """Rewrite every person ``rewrites + 1`` times by rejection sampling (see the module doc).
 
@@ -396,7 +402,7 @@ def generate_rewrites(
                 if spans is not None:
                     stats.accepted += 1
                     accepted[i].append((text, _span_rows(spans)))
-        _say(progress, f"rewriting: round {r + 1}, {stats.accepted:,} of {n * need:,} kept")
+        say(progress, f"rewriting: round {r + 1}, {stats.accepted:,} of {n * need:,} kept")
     fallback = np.array([len(a) < 2 for a in accepted], dtype=bool)
     stats.fallback_people = int(fallback.sum())
     if fallback.any():
@@ -421,7 +427,24 @@ def _fill_fallback(people, accepted, who: np.ndarray, rewrites: int, seed: int) 
             accepted[p].append((doc.text, _span_rows(doc.spans())))
 
 
-def check_bior_args(n: int, model: str | Path | None, rewrites: int, max_tries: int | None) -> None:
+def check_bior(
+    n: int,
+    model: str | Path | None,
+    seed: int = 0,
+    *,
+    rewrites: int = 40,
+    max_tries: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    max_new_tokens: int = 160,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+    rewriter: Rewriter | None = None,
+) -> None:
+    """Refuse bad arguments of `build_bior` (a `KcapError` naming the flag); ``model`` must be a
+    local Hugging Face model directory unless a ``rewriter`` writes instead."""
     require(1 <= n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {n}")
     require(rewrites >= 1, "--rewrites", f"must be a positive integer; got {rewrites}")
     require(
@@ -429,7 +452,7 @@ def check_bior_args(n: int, model: str | Path | None, rewrites: int, max_tries: 
         "--max-tries",
         f"must be at least rewrites + 1 = {rewrites + 1}; got {max_tries}",
     )
-    if model is not None:
+    if model is not None and rewriter is None:
         path = Path(model)
         require(path.is_dir(), "--model", f"{path} is not a directory (a local HF model)")
         require(
@@ -437,6 +460,14 @@ def check_bior_args(n: int, model: str | Path | None, rewrites: int, max_tries: 
             "--model",
             f"{path} has no config.json (not a Hugging Face model directory)",
         )
+    require(batch_size >= 1, "--batch-size", f"must be a positive integer; got {batch_size}")
+    require(max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {max_new_tokens}")
+    require(temperature > 0, "--temperature", f"must be positive; got {temperature}")
+    require(0 < top_p <= 1, "--top-p", f"must be in (0, 1]; got {top_p}")
+    require(
+        device == "cpu" or device.startswith("cuda"), "--device", f"cpu or cuda; got {device!r}"
+    )
+    check_tokenizer_args(tokenizer, vocab)
 
 
 def build_bior(
@@ -454,16 +485,29 @@ def build_bior(
     vocab: int = 2048,
     tokenizer: str = "bpe",
     rewriter: Rewriter | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = None,
 ) -> tuple[dict, BioSPopulation, KTokenizer, dict]:
     """Sample the people (those of ``build_bios(n, seed)``), rewrite them with the LM at
     ``model`` (or ``rewriter``), train the tokenizer, and compute the manifest."""
-    check_bior_args(n, model if rewriter is None else None, rewrites, max_tries)
-    check_tokenizer_args(tokenizer, vocab)
-    _say(progress, "sampling population")
+    check_bior(
+        n,
+        model,
+        seed,
+        rewrites=rewrites,
+        max_tries=max_tries,
+        batch_size=batch_size,
+        device=device,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        vocab=vocab,
+        tokenizer=tokenizer,
+        rewriter=rewriter,
+    )
+    say(progress, "sampling population")
     people = BioSPopulation.sample(n, seed)
     if rewriter is None:
-        _say(progress, f"loading {model}")
+        say(progress, f"loading {model}")
         rewriter = HFRewriter(
             model,
             device=device,
@@ -480,11 +524,11 @@ def build_bior(
         batch_size=batch_size,
         progress=progress,
     )
-    _say(progress, "training tokenizer")
+    say(progress, "training tokenizer")
     sample_end = int(store.person_offsets[min(n, TOKENIZER_SAMPLE)])
     texts = [*store.texts[:sample_end], *pool_texts(names=True)]
     tok = KTokenizer.train(texts, vocab_size=vocab, kind=tokenizer)
-    _say(progress, "counting used tokens")
+    say(progress, "counting used tokens")
     used: set[int] = {tok.eos_id}
     docs = []
     for p in range(n):
@@ -502,13 +546,29 @@ def build_bior(
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
     }
-    manifest = _manifest("bior", params, seed, bios_bits(n), tok, used, docs, list(ATTRIBUTES))
+    bits = bios_bits(n)
+    manifest = make_manifest("bior", params, seed, bits, tok, used, docs, list(ATTRIBUTES))
     manifest["rewriting"] = stats.to_dict(store)
     manifest["measurement"] = "bioS bound on each person's held-out rewrite"
     return manifest, people, tok, {REWRITES: store}
 
 
+# ----------------------------------------------------------------------------- the family
+
+
+def _load(path: Path, manifest: dict) -> tuple[BioSPopulation, dict]:
+    return BioSPopulation.load(path / POPULATION), {REWRITES: Rewrites.load(path / REWRITES)}
+
+
+def _source(dataset, *, eval_: bool, eval_seed: int) -> BioRSource:
+    """The stored rewrites (evaluation: each person's held-out one, whatever ``eval_seed``)."""
+    return BioRSource(dataset.extras[REWRITES], dataset.manifest["seed"], eval_=eval_)
+
+
+FAMILY = Family("bior", check_bior, build_bior, _load, _source, measure="bios")
+
 __all__ = [
+    "FAMILY",
     "BioRSource",
     "HFRewriter",
     "Rewrites",

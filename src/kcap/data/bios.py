@@ -4,21 +4,42 @@ A population is N distinct names drawn without replacement from the 400·400·10
 independent uniform attributes. Its renderer turns (person, template choices, sentence order) into
 a labelled `Document`; which templates and order an exposure uses is drawn by `layouts`, a pure
 function of (seed, stream tag, exposure) so any document can be re-created on its own.
+`BioSSource` renders a population per exposure (the stream's `DocumentSource`), `bios_bits`
+counts its bits, and `build_bios` samples bioS(N), trains its tokenizer and writes its manifest;
+``FAMILY`` is the bioS family the dataset registry (`kcap.data.dataset`) knows.
+
+Variants: ``online`` (fresh templates and sentence order every exposure), ``simple`` (one fixed
+biography per person) and ``fullname`` (the full name in every sentence instead of pronouns).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kcap.data import pools as P
+from kcap.data.build import (
+    POPULATION,
+    TOKENIZER_SAMPLE,
+    Progress,
+    check_tokenizer_args,
+    document_tokens,
+    make_manifest,
+    pool_texts,
+    say,
+    training_texts,
+)
 from kcap.data.documents import GENDER, NAME, OTHER, Document, Piece
+from kcap.data.family import Family
 from kcap.data.templates import ATTRIBUTES, LIT, PRONOUN, VALUE, load_templates
 from kcap.data.templates import NAME as SEG_NAME
+from kcap.errors import require
+from kcap.tokenization.tokenizer import KTokenizer
 
 VARIANTS = ("online", "simple", "fullname")
 #: Piece label of each attribute, in `ATTRIBUTES` order (2..7).
@@ -327,3 +348,167 @@ def _pieces(segments: tuple) -> tuple:
         else:
             out.append((kind, bool(text)))
     return tuple(out)
+
+
+# ----------------------------------------------------------------------------- bits
+
+
+def bios_bits(n: int) -> dict[str, float]:
+    """Bits of bioS(N) (SPEC §2): name = N·log2(N0/N), the names chosen among N0, and
+    value = N·log2(S0), the attributes of every person."""
+    name = n * math.log2(P.N0 / n)
+    value = n * P.ATTRIBUTE_BITS
+    return {"name": name, "value": value, "diversity": 0.0, "total": name + value}
+
+
+# ----------------------------------------------------------------------------- source
+
+
+class BioSSource:
+    """bioS documents per exposure; layouts are drawn once per exposure for everyone.
+
+    ``tag`` overrides the layout stream (repetitive junk uses its own, so its template choices
+    are independent of the useful people's)."""
+
+    def __init__(
+        self,
+        population: BioSPopulation,
+        variant: str,
+        seed: int,
+        *,
+        eval_: bool = False,
+        tag: int | None = None,
+    ):
+        self.renderer = BioSRenderer(population, variant)
+        self.n = population.n
+        self.seed = seed
+        self.tag = tag if tag is not None else TAG_EVAL if eval_ else TAG_TRAIN
+        self.fixed = variant == "simple" or eval_
+        # bioS-fullname states the gender only in templates with a pronoun: its evaluation
+        # biographies are drawn to have one, so the gender the training stream holds is read
+        self.state_gender = eval_ and variant == "fullname"
+        self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _layouts(self, exposure: int) -> tuple[np.ndarray, np.ndarray]:
+        e = 0 if self.fixed else exposure
+        if self._cached is None or self._cached[0] != e:
+            tmpl, order = layouts(self.n, self.seed, self.tag, e)
+            if self.state_gender:
+                redraws = rng_for(self.seed, TAG_EVAL_GENDER)
+                tmpl = stating_gender(tmpl, self.renderer.pronoun_templates(), redraws)
+            self._cached = (e, (tmpl, order))
+        return self._cached[1]
+
+    def token_lengths(self, tok: KTokenizer, exposure: int) -> np.ndarray:
+        """Tokens in every person's document at ``exposure`` (eos excluded), from lookup tables
+        in a few vectorised operations: the stream counts a run's exact length without
+        rendering it (a dry pass would cost as much as the run's data generation)."""
+        fixed, names, values = self.renderer.length_tables(tok)
+        tmpl, order = self._layouts(exposure)
+        pop = self.renderer.population
+        rows = np.arange(self.n)
+        g = pop.gender.astype(np.int64)
+        first, middle, last = P.split_name(pop.name)
+        fullname = self.renderer.variant == "fullname"
+        total = np.zeros(self.n, dtype=np.int64)
+        for j in range(order.shape[1]):
+            a = order[:, j].astype(np.int64)
+            subject_is_name, lead = int(j == 0 or fullname), int(j > 0)
+            total += fixed[a, tmpl[rows, a], g, subject_is_name, lead]
+            if subject_is_name:
+                total += names[0][first, lead] + names[1][middle] + names[2][last]
+        employer = pop.employer.astype(np.int64)
+        for lengths, index in zip(
+            values, (pop.date, pop.city, pop.university, pop.major, employer, employer), strict=True
+        ):
+            total += lengths[index.astype(np.int64)]
+        return total
+
+    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
+        tmpl, order = self._layouts(exposure)
+        render = self.renderer.render
+        rows = zip(people.tolist(), tmpl[people].tolist(), order[people].tolist(), strict=True)
+        for p, t, o in rows:
+            yield render(p, t, o)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def check_bios(
+    n: int, seed: int, variant: str = "online", *, vocab: int = 2048, tokenizer: str = "bpe"
+) -> None:
+    """Refuse bad arguments of `build_bios` (a `KcapError` naming the flag)."""
+    require(1 <= n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {n}")
+    require(
+        variant in VARIANTS, "--variant", f"must be one of {', '.join(VARIANTS)}; got {variant!r}"
+    )
+    check_tokenizer_args(tokenizer, vocab)
+
+
+def used_tokens_bios(source: BioSSource, tok: KTokenizer) -> set[int]:
+    """Tokens of every template segment in every form, plus every person's rendered document."""
+    used: set[int] = {tok.eos_id}
+    for per_attr in source.renderer.compiled:
+        for per_template in per_attr:
+            for per_gender in per_template:
+                for per_mode in per_gender:
+                    for segments in per_mode:
+                        for kind, piece in segments:
+                            if kind in (LIT, PRONOUN):
+                                text = piece[0] if kind == LIT else piece[0][0]
+                                used.update(tok.piece_ids(text))
+    return used | document_tokens(source, tok)
+
+
+def template_counts() -> dict[str, int]:
+    """Templates per attribute (the manifest's ``templates``)."""
+    return {a: len(t) for a, t in load_templates().items()}
+
+
+def build_bios(
+    n: int,
+    seed: int,
+    variant: str = "online",
+    *,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+    progress: Progress = None,
+) -> tuple[dict, BioSPopulation, KTokenizer]:
+    """Sample bioS(N), train its tokenizer, and compute the manifest (nothing written)."""
+    check_bios(n, seed, variant, vocab=vocab, tokenizer=tokenizer)
+    say(progress, "sampling population")
+    pop = BioSPopulation.sample(n, seed)
+    source = BioSSource(pop, variant, seed)
+    sample = np.arange(min(n, TOKENIZER_SAMPLE))
+    docs = list(source.documents(0, sample))
+    # A word-level tokenizer has no fallback: it must see every name part, not only the sample's.
+    extra = pool_texts(names=tokenizer == "word")
+    say(progress, "training tokenizer")
+    tok = KTokenizer.train(training_texts(docs, extra), vocab_size=vocab, kind=tokenizer)
+    say(progress, "counting used tokens")
+    used = used_tokens_bios(source, tok)
+    params = {"n": n, "variant": variant}
+    manifest = make_manifest("bios", params, seed, bios_bits(n), tok, used, docs, list(ATTRIBUTES))
+    manifest["templates"] = template_counts()
+    return manifest, pop, tok
+
+
+# ----------------------------------------------------------------------------- the family
+
+
+def _load(path: Path, manifest: dict) -> tuple[BioSPopulation, dict]:
+    return BioSPopulation.load(path / POPULATION), {}
+
+
+def _source(dataset, *, eval_: bool, eval_seed: int) -> BioSSource:
+    """Training: keyed by the dataset seed; evaluation: by ``eval_seed``. bioS-simple is
+    evaluated on the biographies it trains on: its one biography per person is the whole
+    distribution."""
+    variant, seed = dataset.manifest["params"]["variant"], dataset.manifest["seed"]
+    if variant == "simple":
+        return BioSSource(dataset.population, variant, seed)
+    return BioSSource(dataset.population, variant, eval_seed if eval_ else seed, eval_=eval_)
+
+
+FAMILY = Family("bios", check_bios, build_bios, _load, _source, measure="bios")

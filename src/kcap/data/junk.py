@@ -21,16 +21,30 @@ every useful biography; the paper's alternative prepends `JUNK_TOKEN` to every j
 instead. Both are reserved in every junk dataset's tokenizer, so datasets that differ only in
 where the token goes share their tokenizer. The evaluation renders useful biographies the way
 training does, domain token included, so the name loss p1 is conditioned on it as in training.
+
+``FAMILY`` is the junk-mixture family the dataset registry (`kcap.data.dataset`) knows: a
+mixture is measured with its useful data's bound (bioS or bioD) on its useful people; `junk_source`
+gives the junk documents of a loaded mixture (`kcap.tokenization.factory` streams them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
 from kcap.data import pools as P
-from kcap.data.biod import BioDParams, BioDPopulation, BioDRenderer, biod_orders
+from kcap.data.biod import (
+    BioDParams,
+    BioDPopulation,
+    BioDRenderer,
+    BioDSource,
+    biod_attributes,
+    biod_bits,
+    biod_orders,
+    check_biod_params,
+)
 from kcap.data.bios import (
     TAG_JUNK,
     TAG_JUNK_LAYOUT,
@@ -38,27 +52,28 @@ from kcap.data.bios import (
     TAG_JUNK_POPULATION,
     BioSPopulation,
     BioSRenderer,
+    BioSSource,
+    bios_bits,
     layouts,
     rng_for,
     sample_names,
+    template_counts,
+    used_tokens_bios,
 )
-from kcap.data.bits import biod_bits, bios_bits
-from kcap.data.dataset import (
-    JUNK_POPULATION,
+from kcap.data.build import (
+    POPULATION,
     TOKENIZER_SAMPLE,
-    BioDSource,
-    BioSSource,
-    _manifest,
-    _say,
-    _training_texts,
-    _used_tokens_biod,
-    _used_tokens_bios,
-    check_biod_args,
+    Progress,
     check_tokenizer_args,
+    document_tokens,
+    make_manifest,
     pool_texts,
+    say,
+    training_texts,
 )
 from kcap.data.documents import OTHER, Document
-from kcap.data.templates import ATTRIBUTES, load_templates
+from kcap.data.family import Family
+from kcap.data.templates import ATTRIBUTES
 from kcap.errors import require
 from kcap.tokenization.tokenizer import KTokenizer
 
@@ -72,6 +87,8 @@ DOMAIN_TOKEN, JUNK_TOKEN = "<|wiki|>", "<|junk|>"
 REPETITIVE_N = 1000
 #: Random junk people are generated in blocks of this many (one RNG key per block).
 JUNK_BLOCK = 512
+#: The file of a repetitive mixture's junk people.
+JUNK_POPULATION = "junk_population.npz"
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -275,7 +292,7 @@ def junk_source(dataset):
         params["junk"],
         dataset.manifest["seed"],
         dataset.population,
-        dataset.junk_population,
+        dataset.extras.get(JUNK_POPULATION),
         params["domain"],
     )
 
@@ -283,7 +300,7 @@ def junk_source(dataset):
 # ----------------------------------------------------------------------------- generation
 
 
-def check_junk_args(
+def check_mixture(
     n: int,
     ratio: int,
     junk: str,
@@ -300,7 +317,7 @@ def check_junk_args(
     require(domain in DOMAINS, "--domain", f"must be one of {', '.join(DOMAINS)}; got {domain!r}")
     require(1 <= junk_n <= P.N0 - n, "--junk-n", f"must be between 1 and N0 - N; got {junk_n}")
     if biod is not None:
-        check_biod_args(biod)
+        check_biod_params(biod)
 
 
 def useful_biod_params(
@@ -347,11 +364,11 @@ def _train_tokenizer(
     bioS every pool value), bioD symbols kept whole; both markers reserved."""
     markers = [DOMAIN_TOKEN, JUNK_TOKEN]
     if isinstance(useful_src, BioSSource):
-        texts = _training_texts(docs, pool_texts(names=True))
+        texts = training_texts(docs, pool_texts(names=True))
         return KTokenizer.train(texts, vocab_size=vocab, kind=kind, special_tokens=markers)
     symbols = useful_src.renderer.symbols()
     return KTokenizer.train(
-        _training_texts(docs, _name_part_texts()),
+        training_texts(docs, _name_part_texts()),
         vocab_size=vocab + len(symbols),
         kind=kind,
         special_tokens=markers,
@@ -365,9 +382,9 @@ def _used_tokens(
     """Tokens the mixture can hold: the useful documents' (bioS: every template form), and the
     junk's: repetitive junk its documents; random junk, over a run, every name part and value."""
     if isinstance(useful_src, BioSSource):
-        used = _used_tokens_bios(useful_src, tok)
+        used = used_tokens_bios(useful_src, tok)
     else:
-        used = _used_tokens_biod(useful_src, tok)
+        used = document_tokens(useful_src, tok)
     if junk == "random":
         for text in [*_name_part_texts(), *useful_src.renderer.value_pieces()]:
             used.update(tok.piece_ids(text))
@@ -375,6 +392,31 @@ def _used_tokens(
         for doc in junk_src.documents(0, np.arange(junk_src.n)):
             used.update(tok.encode_pieces(doc.pieces)[0])
     return used
+
+
+def check_junk(
+    n: int,
+    ratio: int,
+    junk: str,
+    seed: int,
+    *,
+    domain: str = "none",
+    junk_n: int = REPETITIVE_N,
+    useful: str = "bios",
+    k: int | None = None,
+    c: int | None = None,
+    d: int | None = None,
+    l: int | None = None,  # noqa: E741
+    t: int | None = None,
+    vocab: int = 2048,
+    tokenizer: str = "bpe",
+) -> BioDParams | None:
+    """Refuse bad arguments of `build_junk`; returns the useful bioD(N, K, C, D, L, T) (None for
+    useful bioS)."""
+    shape = useful_biod_params(n, useful, k, c, d, l, t)
+    check_mixture(n, ratio, junk, domain, junk_n, shape)
+    check_tokenizer_args(tokenizer, vocab)
+    return shape
 
 
 def build_junk(
@@ -393,15 +435,14 @@ def build_junk(
     t: int | None = None,
     vocab: int = 2048,
     tokenizer: str = "bpe",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = None,
 ) -> tuple[dict, Population, KTokenizer, dict]:
     """Sample the useful people -- bioS(N), identical to ``build_bios(N, seed)``'s, or with
     ``useful="biod"`` bioD(N, k, c, d, l, t), identical to ``build_biod``'s -- and, for
     repetitive junk, the junk population; train the tokenizer; compute the manifest."""
-    shape = useful_biod_params(n, useful, k, c, d, l, t)
-    check_junk_args(n, ratio, junk, domain, junk_n, shape)
-    check_tokenizer_args(tokenizer, vocab)
-    _say(progress, "sampling populations")
+    args = dict(domain=domain, junk_n=junk_n, useful=useful, k=k, c=c, d=d, l=l, t=t)
+    shape = check_junk(n, ratio, junk, seed, **args, vocab=vocab, tokenizer=tokenizer)
+    say(progress, "sampling populations")
     people = BioSPopulation.sample(n, seed) if shape is None else BioDPopulation.sample(shape, seed)
     useful_src = population_source(people, seed)
     extras: dict = {}
@@ -412,9 +453,9 @@ def build_junk(
     junk_src = make_junk_source(junk, seed, people, junk_pop, "none", renderer)
     docs = list(useful_src.documents(0, np.arange(min(n, TOKENIZER_SAMPLE))))
     junk_docs = list(junk_src.documents(0, np.arange(min(junk_src.n, TOKENIZER_SAMPLE))))
-    _say(progress, "training tokenizer")
+    say(progress, "training tokenizer")
     tok = _train_tokenizer(docs + junk_docs, useful_src, vocab, tokenizer)
-    _say(progress, "counting used tokens")
+    say(progress, "counting used tokens")
     used = _used_tokens(tok, useful_src, junk_src, junk)
     marker = {"useful": DOMAIN_TOKEN, "junk": JUNK_TOKEN}.get(domain)
     if marker:
@@ -431,10 +472,10 @@ def build_junk(
     if shape is None:
         bits, attributes = bios_bits(n), list(ATTRIBUTES)
     else:
-        bits, attributes = biod_bits(n, k, c, d, l, t), None  # None: "ID 1".."ID K"
-    manifest = _manifest("junk", params, seed, bits, tok, used, docs, attributes)
+        bits, attributes = biod_bits(n, k, c, d, l, t), biod_attributes(k)
+    manifest = make_manifest("junk", params, seed, bits, tok, used, docs, attributes)
     if shape is None:
-        manifest["templates"] = {a: len(ts) for a, ts in load_templates().items()}
+        manifest["templates"] = template_counts()
     kind_name = "bioS" if shape is None else "bioD"
     manifest["mixture"] = {
         "useful_token_fraction": 1 / (1 + ratio),
@@ -445,3 +486,29 @@ def build_junk(
         else f"{kind_name}({junk_n}) cycled",
     }
     return manifest, people, tok, extras
+
+
+# ----------------------------------------------------------------------------- the family
+
+
+def _useful_kind(manifest: dict) -> str:
+    """What the useful people are, and so the measurement: "bios" (when absent) or "biod"."""
+    return manifest["params"].get("useful", "bios")
+
+
+def _load(path: Path, manifest: dict) -> tuple[Population, dict]:
+    """The useful people, and a repetitive mixture's junk people (of the same kind)."""
+    population = BioDPopulation if _useful_kind(manifest) == "biod" else BioSPopulation
+    extras = {}
+    if (path / JUNK_POPULATION).is_file():
+        extras[JUNK_POPULATION] = population.load(path / JUNK_POPULATION)
+    return population.load(path / POPULATION), extras
+
+
+def _source(dataset, *, eval_: bool, eval_seed: int):
+    """The useful people (with the domain token when it marks them); training keyed by the
+    dataset seed, evaluation by ``eval_seed``."""
+    return useful_source(dataset, eval_seed if eval_ else dataset.manifest["seed"], eval_=eval_)
+
+
+FAMILY = Family("junk", check_junk, build_junk, _load, _source, measure=_useful_kind)

@@ -15,12 +15,14 @@ They come from their own random stream, ``rng_for(seed, TAG_FRESH, eval_seed)``:
 the training strings' ``rng_for(seed, TAG_POPULATION)`` (so independent of them), fixed by the
 dataset seed and the evaluation seed. A draw that equals a training string is drawn again, so no
 fresh string is ever a training string.
+
+``FAMILY`` is the random-strings family the dataset registry (`kcap.data.dataset`) knows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,9 @@ import numpy as np
 
 from kcap.data.biod import symbol
 from kcap.data.bios import TAG_POPULATION, rng_for
+from kcap.data.build import POPULATION, Progress, say
 from kcap.data.documents import SEQUENCE, Document
+from kcap.data.family import Family
 from kcap.errors import require
 from kcap.tokenization.tokenizer import KTokenizer
 
@@ -123,7 +127,8 @@ def random_bits(m: int, s: int, v: int) -> dict[str, float]:
     return {"name": 0.0, "value": value, "diversity": 0.0, "total": value}
 
 
-def check_random_args(m: int, s: int, v: int) -> None:
+def check_random(m: int, s: int = DEFAULT_S, v: int = DEFAULT_V, seed: int = 0) -> None:
+    """Refuse bad arguments of `build_random` (a `KcapError` naming the flag)."""
     require(m >= 1, "--m", f"must be a positive integer; got {m}")
     require(s >= 1, "--s", f"must be a positive integer; got {s}")
     require(2 <= v <= MAX_SYMBOLS, "--v", f"must be between 2 and {MAX_SYMBOLS:,}; got {v}")
@@ -136,12 +141,11 @@ def build_random(
     v: int = DEFAULT_V,
     seed: int = 0,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = None,
 ) -> tuple[dict, RandomStrings, KTokenizer]:
     """Sample M random strings and compute the manifest (nothing written)."""
-    check_random_args(m, s, v)
-    if progress:
-        progress("sampling sequences")
+    check_random(m, s, v, seed)
+    say(progress, "sampling sequences")
     strings = RandomStrings.sample(m, s, v, seed)
     tok = KTokenizer.for_symbols([symbol(i) for i in range(v)])
     used = len(np.unique(strings.sequences)) + 1  # the symbols that occur, and eos
@@ -160,3 +164,15 @@ def build_random(
         "bits_per_sequence": s * math.log2(v),
     }
     return manifest, strings, tok
+
+
+def _load(path: Path, manifest: dict) -> tuple[RandomStrings, dict]:
+    return RandomStrings.load(path / POPULATION), {}
+
+
+def _source(dataset, *, eval_: bool, eval_seed: int) -> RandomStringSource:
+    """The sequences, the same for training and evaluation."""
+    return RandomStringSource(dataset.population)
+
+
+FAMILY = Family("random", check_random, build_random, _load, _source, measure="random")

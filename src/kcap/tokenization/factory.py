@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from kcap.data.bios import TAG_JUNK_ORDER
+from kcap.data.junk import junk_source
 from kcap.errors import require
 from kcap.tokenization.mixture import MixtureStream
 from kcap.tokenization.rows import SequenceStream
@@ -32,7 +33,7 @@ def make_stream(dataset, *, exposures: int, seed: int, window: int, state: dict 
             dataset.source(), tok, exposures=exposures, seed=seed, window=window
         )
         junk = ExposureStream(
-            dataset.junk_source(),
+            junk_source(dataset),
             tok,
             exposures=ENDLESS,
             seed=seed,

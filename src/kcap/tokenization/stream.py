@@ -1,7 +1,8 @@
 """The exposure-exact training stream (SPEC §3).
 
 Exposure e of the run visits every person once, in a random permutation keyed by (seed, e); each
-visit renders that person's biography for exposure e (a pure function of seed, person, e). The
+visit renders that person's biography for exposure e (a pure function of seed, person, e), from
+the dataset's `kcap.data.family.DocumentSource`. The
 documents are joined with ``<|eos|>`` (one also opens the stream) and cut into windows of
 ``window + 1`` tokens that overlap by one token, so every token after the first is predicted
 exactly once. The last window is padded with ``-1`` (ignored by the loss).
@@ -19,26 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from kcap.data.bios import rng_for
-from kcap.data.documents import Document
+from kcap.data.family import DocumentSource
 from kcap.tokenization.tokenizer import KTokenizer
 
 TAG_ORDER = 3
 PAD = -1
-
-
-class DocumentSource(Protocol):
-    """What the stream needs from a dataset: N people and a renderer per exposure."""
-
-    n: int
-
-    def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
-        """The biographies of ``people`` (in that order) at exposure ``exposure``."""
-        ...
 
 
 @dataclass

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from kcap.data.biod import BioDParams
-from kcap.data.dataset import Dataset, build_biod, build_bios, load_dataset, write_dataset
+from kcap.data.biod import BioDParams, build_biod
+from kcap.data.bios import build_bios
+from kcap.data.build import write_dataset
+from kcap.data.dataset import Dataset, load_dataset
 from kcap.errors import KcapError
 from kcap.measure import measure
 from kcap.measure.measurement import Measurement
