@@ -238,3 +238,42 @@ def test_gender_probe_falls_back_outside_the_pronoun_forms(bios, word):
     doc = from_spans(0, text, [Span(NAME, 0, len(name)), Span(GENDER, start, start + len(word))])
     _, labels, _ = bios.tokenizer.encode_pieces(doc.pieces)
     assert gender_probe(bios.tokenizer, doc, labels) is None
+
+
+# ----------------------------------------------------------------------------- junk and bioR
+
+
+@pytest.fixture(scope="module")
+def bior(tmp_path_factory):
+    from tests.golden import TemplateRewriter
+
+    from kcap.data.bior import build_bior
+    from kcap.data.bios import BioSPopulation
+
+    rewriter = TemplateRewriter(BioSPopulation.sample(40, 21))
+    built = build_bior(40, None, 21, rewrites=2, max_tries=3, vocab=600, rewriter=rewriter)
+    return _dataset(tmp_path_factory, "oracle-bior", built)
+
+
+@pytest.fixture(scope="module", params=["junk", "bior"])
+def other_kind(request, junk_dirs, bior):
+    """A junk mixture with the domain token on its useful biographies, and bioR: both are
+    measured with the bioS bound, through their own documents."""
+    return load_dataset(junk_dirs["random"]) if request.param == "junk" else bior
+
+
+def test_other_kinds_pools_only_score_nothing(other_kind):
+    m = score(other_kind, Knowledge())
+    assert abs(m.bits_unclipped["value"]) / other_kind.n < TOL
+    assert abs(m.bits_unclipped["name"]) / other_kind.n < TOL
+
+
+def test_other_kinds_perfect_oracle_scores_every_bit(other_kind):
+    ds = other_kind
+    m = score(ds, knowing(ds, range(ds.n), every_attribute(ds), 1.0))
+    assert (
+        m.data_bits
+        == pytest.approx(ds.bits["total"])
+        == pytest.approx(ds.bits["name"] + ds.bits["value"])
+    )
+    assert m.bits["total"] == pytest.approx(ds.bits["total"], abs=TOL * ds.n)
