@@ -141,7 +141,6 @@ def measure(
     random subset; ``device`` defaults to the model's. The model is left in the mode it was in."""
     import torch
 
-    from kcap.data.dataset import DEFAULT_EVAL_SEED
     from kcap.integrations.pytorch import LogitsModule
     from kcap.measure import measure as measure_any
 
@@ -155,7 +154,7 @@ def measure(
         dataset,
         P_count=params["P"],
         params=params,
-        eval_seed=DEFAULT_EVAL_SEED if eval_seed is None else eval_seed,
+        eval_seed=eval_seed,
         max_people=max_people,
         batch_size=batch_size,
         device=device,

@@ -389,8 +389,7 @@ def _used_tokens(
         for text in [*_name_part_texts(), *useful_src.renderer.value_pieces()]:
             used.update(tok.piece_ids(text))
     else:
-        for doc in junk_src.documents(0, np.arange(junk_src.n)):
-            used.update(tok.encode_pieces(doc.pieces)[0])
+        used |= document_tokens(junk_src, tok)
     return used
 
 

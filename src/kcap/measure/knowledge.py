@@ -32,9 +32,9 @@ from kcap.data import pools as P
 from kcap.data.dataset import DEFAULT_EVAL_SEED, Dataset
 from kcap.data.documents import (
     BIRTH_CITY,
-    BIRTH_DATE,
     EMPLOYER,
     GENDER,
+    LABEL_NAMES,
     MAJOR,
     NAME,
     UNIVERSITY,
@@ -50,15 +50,8 @@ from kcap.measure.spans import Continuations, TokenSpan, continuations, end_loss
 BIOS_KNOWLEDGE = ("birth_date", "birth_city", "university", "major", "employer", "gender")
 #: bioS spans charged in p2: 𝒦 plus the work city, whose loss joins the employer's (SPEC §4).
 BIOS_CHARGED = (*BIOS_KNOWLEDGE, "work_city")
-BIOS_LABEL = {
-    "birth_date": BIRTH_DATE,
-    "birth_city": BIRTH_CITY,
-    "university": UNIVERSITY,
-    "major": MAJOR,
-    "employer": EMPLOYER,
-    "work_city": WORK_CITY,
-    "gender": GENDER,
-}
+#: The piece label of each charged bioS span (`kcap.data.documents` names them).
+BIOS_LABEL = {name: label for label, name in LABEL_NAMES.items() if name in BIOS_CHARGED}
 BIOS_POOL_SIZES = {
     "birth_date": P.N_DATES,
     "birth_city": P.N_CITIES,
