@@ -13,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from kcap.cli.runs import runs
-from kcap.experiments.store import SCHEMA_VERSION, ResultsStore, RunRecord
+from kcap.errors import KcapError
+from kcap.experiments.store import SCHEMA_VERSION, LostClaim, ResultsStore, RunRecord
 from kcap.training.config import config_hash
 
 CONFIG = {"model": {"d_model": 64, "n_layer": 2}, "data": {"N": 1000, "seed": 0}, "lr": 1e-3}
@@ -71,6 +72,7 @@ def test_schema_and_pragmas(store: ResultsStore):
             "error",
             "created_at",
             "updated_at",
+            "claim_token",
         ]
         index_names = [r[1] for r in con.execute("PRAGMA index_list(runs)")]
         indexed = {
@@ -145,16 +147,70 @@ def test_status_transitions(store: ResultsStore):
 
 def test_claim_semantics(store: ResultsStore):
     kw = {"name": "p", "config": CONFIG, "manifest": None, "run_dir": None}
-    assert store.claim("p", **kw) is True
-    assert store.claim("p", **kw) is False  # running
+    assert store.claim("p", **kw)
+    assert store.claim("p", **kw) is None  # running
+    assert store.claim("p", allow_finished=True, **kw) is None  # running, even for a re-run
     store.finish_run("p", {"R": 1.0})
-    assert store.claim("p", **kw) is False  # finished
+    assert store.claim("p", **kw) is None  # finished
     assert store.get("p").status == "finished"
-    assert store.claim("q", **kw) is True
+    assert store.claim("p", allow_finished=True, **kw)  # a deliberate re-run
+    assert store.claim("q", **kw)
     store.fail_run("q", "boom")
-    assert store.claim("q", **kw) is True  # a failed run may be re-claimed
+    assert store.claim("q", **kw)  # a failed run may be re-claimed
     assert store.get("q").status == "running" and store.get("q").error is None
-    assert store.claim("q", **kw) is False
+    assert store.claim("q", **kw) is None
+
+
+def test_only_the_claim_holder_writes(store: ResultsStore):
+    kw = {"name": "p", "config": CONFIG, "manifest": None, "run_dir": None}
+    old = store.claim("p", **kw)
+    assert store.get("p").claim_token == old
+    store.update_run("p", token=old, timings={"heartbeat": 1.0})
+    # the run goes stale and another process reclaims it: the first holder may write no more
+    assert store.fail_if_unchanged("p", store.get("p").updated_at, "interrupted (stale)")
+    new = store.claim("p", **kw)
+    assert new and new != old
+    for write in (
+        lambda: store.finish_run("p", {"R": 1.0}, token=old),
+        lambda: store.fail_run("p", "late", token=old),
+        lambda: store.update_run("p", token=old, timings={"heartbeat": 2.0}),
+    ):
+        with pytest.raises(LostClaim):
+            write()
+    rec = store.get("p")
+    assert rec.status == "running" and rec.claim_token == new and rec.timings == {}
+    store.finish_run("p", {"R": 2.0}, token=new)
+    assert store.get("p").metrics == {"R": 2.0}
+    with pytest.raises(KeyError):
+        store.finish_run("nobody", {}, token=new)
+
+
+def test_a_v1_store_is_migrated_and_a_newer_one_refused(tmp_path: Path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, name TEXT, config_hash TEXT, "
+        "config_json TEXT, manifest_json TEXT, status TEXT NOT NULL, params_json TEXT, "
+        "metrics_json TEXT, timings_json TEXT, host TEXT, run_dir TEXT, error TEXT, "
+        "created_at REAL, updated_at REAL)"
+    )
+    con.execute(
+        "INSERT INTO runs (run_id, status, config_json, created_at, updated_at) "
+        "VALUES ('old', 'finished', '{}', 1, 1)"
+    )
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    with ResultsStore(db) as store:
+        rec = store.get("old")
+        assert rec.status == "finished" and rec.claim_token is None
+        assert store.claim("new", config={})
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(KcapError, match=f"schema v{SCHEMA_VERSION + 1}, newer"):
+        ResultsStore(db)
 
 
 def test_threads_share_one_store(store: ResultsStore):
@@ -203,11 +259,43 @@ def test_two_writer_processes(tmp_path: Path):
         records = store.list_runs()
         assert len(records) == 81
         assert len({r.run_id for r in records}) == 81
-        assert sum(outcomes.values()) == 1
+        assert sum(bool(won) for won in outcomes.values()) == 1
         winner = next(w for w, won in outcomes.items() if won)
         contested = store.get("contested")
         assert contested.status == "running" and contested.name == f"w{winner}"
         assert len(store.list_runs("finished")) == 80
+
+
+def _claimer(db: str, worker: int, ids: list[str], barrier, results) -> None:
+    with ResultsStore(db) as store:
+        for run_id in ids:
+            barrier.wait(timeout=30)  # every process claims the same id at the same moment
+            token = store.claim(run_id, name=f"w{worker}", config={"id": run_id})
+            results.put((run_id, worker, token))
+
+
+def test_claims_contended_at_the_same_moment(tmp_path: Path):
+    """Four processes claim each of 30 ids at once: every id has exactly one winner, and the
+    row holds the winner's token."""
+    db = str(tmp_path / "kcap.db")
+    ResultsStore(db).close()
+    ids = [f"c{i:02d}" for i in range(30)]
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(db, w, ids, barrier, results)) for w in range(4)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in range(4 * len(ids))]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    with ResultsStore(db) as store:
+        for run_id in ids:
+            winners = [(w, tok) for rid, w, tok in outcomes if rid == run_id and tok]
+            assert len(winners) == 1, (run_id, winners)
+            rec = store.get(run_id)
+            assert rec.name == f"w{winners[0][0]}" and rec.claim_token == winners[0][1]
 
 
 # -- the `runs` command ------------------------------------------------------------------
@@ -232,6 +320,8 @@ def populated_db(tmp_path: Path) -> Path:
         store.finish_run("run-ok", METRICS, timings={"wall_s": 125.0})
         _start(store, "run-bad")
         store.fail_run("run-bad", "boom")
+        _start(store, "run-cut")
+        store.fail_run("run-cut", "interrupted: SIGTERM at step 1,200")
     return db
 
 
@@ -248,6 +338,11 @@ def test_runs_command_table(populated_db: Path):
     assert ok[2:9] == ["finished", "1.23M", "12.3k", "20k", "9.88k", "0.875", "2m05s"]
     bad = next(line for line in lines if "run-bad" in line).split()
     assert bad[2:9] == ["failed"] + ["-"] * 6  # no params, metrics or timings
+    cut = next(line for line in lines if "run-cut" in line).split()
+    assert cut[2] == "interrupted"
+    # below the table, why each run that did not finish stopped
+    assert "run-bad failed: boom" in lines
+    assert "run-cut interrupted: interrupted: SIGTERM at step 1,200" in lines
     res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--status", "failed"])
     assert res.exit_code == 0 and "run-bad" in res.stdout and "run-ok" not in res.stdout
 
@@ -257,7 +352,7 @@ def test_runs_command_json(populated_db: Path):
     res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert [d["run_id"] for d in data] == ["run-ok", "run-bad"]
+    assert [d["run_id"] for d in data] == ["run-ok", "run-bad", "run-cut"]
     assert data[0]["metrics"] == METRICS and data[0]["config"] == CONFIG
     assert data[1]["status"] == "failed" and data[1]["error"] == "boom"
     res = runner.invoke(
@@ -271,7 +366,7 @@ def test_runs_command_errors(tmp_path: Path, populated_db: Path):
     missing = tmp_path / "nope" / "kcap.db"
     res = runner.invoke(_cli(), ["runs", "--db", str(missing)])
     assert res.exit_code == 2
-    assert res.stderr.strip() == f"no results store at {missing}"
+    assert res.stderr.strip() == f"Error: --db: no results store at {missing}"
     assert not missing.exists() and not missing.parent.exists()
     res = runner.invoke(_cli(), ["runs", "--db", str(populated_db), "--status", "done"])
     assert res.exit_code == 2

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.tiny import tiny_grid
 from typer.testing import CliRunner
 
 from kcap.errors import KcapError
@@ -81,7 +82,7 @@ def test_failed_runs_are_retried_only_when_asked(tmp_path):
 
 def test_interrupted_and_stale_runs_resume(tmp_path):
     a, b, c = _grid(3)
-    opts = _opts(tmp_path, stale_after=0.5)
+    opts = _opts(tmp_path, stale_after=0.5, claim_grace=0.5)
     run_dir = str((tmp_path / "sw" / "runs" / b.run_id).resolve())
     with ResultsStore(opts.db) as store:
         for p, rd in ((a, None), (b, run_dir), (c, "/elsewhere")):
@@ -117,20 +118,8 @@ def test_real_sweep_shares_datasets_and_records_runs(tmp_path):
     """End to end through the CLI: two tiny real runs on one shared dataset, then nothing."""
     from kcap.cli.main import app
 
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(
-        json.dumps(
-            {
-                "name": "tiny",
-                "base": {
-                    "dataset": {"kind": "bios", "n": 30, "seed": 1, "vocab": 600},
-                    "model": {"preset": "gpt2-1-1", "overrides": {"d_model": 16}},
-                    "training": {"exposures": 2, "batch_size": 4, "window": 64, "log_every": 5},
-                    "measurement": {"every": 10, "during_max_people": 10, "batch_size": 30},
-                },
-                "product": {"training.seed": [0, 1]},
-            }
-        )
+    grid = tiny_grid(
+        tmp_path / "grid.yaml", exposures=2, measurement={"every": 10, "during_max_people": 10}
     )
     args = ["sweep", str(grid), "--db", str(tmp_path / "r.db"), "--out", str(tmp_path / "sw")]
     result = CliRunner().invoke(app, [*args, "--workers", "2", "--no-progress"])

@@ -3,30 +3,14 @@
 import json
 
 import torch
+from tests.tiny import tiny_run
 
 from kcap.training.config import parse_config
 from kcap.training.trainer import Trainer, load_run
 
 
 def _cfg(dataset_dir, **training):
-    return parse_config(
-        {
-            "name": "tiny",
-            "dataset": {"path": str(dataset_dir)},
-            "model": {"preset": "gpt2-1-1", "overrides": {"d_model": 32}},
-            "training": {
-                "exposures": 3,
-                "batch_size": 2,
-                "window": 64,
-                "lr": 3e-3,
-                "threads": 1,
-                "checkpoint_every": 1000,
-                "log_every": 1,
-                **training,
-            },
-            "measurement": {"batch_size": 40},
-        }
-    )
+    return parse_config(tiny_run(dataset_dir, **training))
 
 
 def test_loss_falls_and_run_is_measured(tmp_path, bios_dir):

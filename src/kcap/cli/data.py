@@ -252,6 +252,8 @@ def show(
     junk_docs: bool = typer.Option(False, "--junk", help="Junk mixtures: show junk documents."),
 ) -> None:
     """Print documents with their knowledge spans marked [label: value]."""
+    require(count >= 1, "--count", f"must be at least 1; got {count}")
+    require(exposure >= 0, "--exposure", f"must be at least 0; got {exposure}")
     ds = load_dataset(path)
     if junk_docs:
         require(ds.kind == "junk", "--junk", f"{path} is a {ds.kind} dataset, not a junk mixture")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from kcap.atomic import require_writable, staged_dir
 from kcap.errors import KcapError
 
 
@@ -20,11 +20,11 @@ def export(
     from kcap.models.hf import export_hf, hf_architecture
     from kcap.training.trainer import load_run
 
+    require_writable(hf, "--hf")
     if hf.exists() and any(hf.iterdir()) and not force:
         raise KcapError("--hf", f"{hf} is not empty (use --force)")
     _, dataset, model, _ = load_run(run_dir)
     arch = hf_architecture(model.cfg)  # refuses (one line) before anything is written
-    if hf.exists():
-        shutil.rmtree(hf)
-    export_hf(model, hf, tokenizer_json=dataset.path / "tokenizer.json")
+    with staged_dir(hf) as tmp:  # replaces --hf only once the whole checkpoint is written
+        export_hf(model, tmp, tokenizer_json=dataset.path / "tokenizer.json")
     Console(stderr=True).print(f"exported {run_dir} as {arch} to {hf}")

@@ -1,10 +1,14 @@
 """The `kcap` command line: one Typer app; each command lives in its own module.
 
 User errors (`KcapError`) become a one-line ``Error: field: message`` and exit code 2, never a
-traceback; the error is raised before anything is written.
+traceback; the error is raised before anything is written. A path that cannot be written (no
+permission, a read-only file system, a file where a folder should be) or a full disk becomes
+``Error: PATH: reason`` and exit code 2 too; the writers clean up what they had begun.
 """
 
 from __future__ import annotations
+
+import errno
 
 import typer
 from typer.core import TyperGroup
@@ -22,15 +26,37 @@ from kcap.cli import train as train_cmd
 from kcap.cli.runs import runs
 from kcap.errors import KcapError
 
+#: OSErrors that are the user's to fix (where to write, room to write), not kcap bugs.
+WRITE_ERRORS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+    }
+)
+
 
 class KcapGroup(TyperGroup):
-    """Turns `KcapError` (and invalid YAML/config errors) into one-line usage errors."""
+    """Turns `KcapError` and unwritable-path / full-disk `OSError`s into one-line errors."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KcapError as e:
             typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as e:
+            if e.errno not in WRITE_ERRORS:
+                raise
+            reason = e.strerror or errno.errorcode.get(e.errno, str(e))
+            where = e.filename if e.filename is not None else "writing"
+            typer.echo(f"Error: {where}: {reason}", err=True)
             raise typer.Exit(2) from None
 
 

@@ -34,12 +34,20 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 def build_config(name: str, vocab_size: int, overrides: dict[str, object]) -> ModelConfig:
     """`preset(name, vocab_size, **overrides)` with errors as one-line `KcapError`s."""
+    from kcap.training.config import did_you_mean, override_keys, validation_error
+
+    for key in overrides:
+        if key == "vocab_size":
+            raise KcapError("vocab_size", "is --vocab's; give --vocab instead of --set")
+        if key not in override_keys():
+            raise KcapError(key, f"unknown key{did_you_mean(key, override_keys())}")
     try:
         return preset(name, vocab_size, **overrides)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "model"
-        raise KcapError(field, err["msg"]) from None
+        err = validation_error(e, ModelConfig)
+        key, msg = err.field, str(err).split(": ", 1)[1]
+        field = "--vocab" if key == "vocab_size" else key if key in overrides else None
+        raise KcapError(field or ("--set" if overrides else "preset"), msg) from None
     except ValueError as e:
         raise KcapError("preset", str(e)) from None
 

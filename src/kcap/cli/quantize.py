@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kcap.atomic import require_writable, staged_dir
 from kcap.cli.train import DB
 from kcap.errors import KcapError, require
 from kcap.experiments.store import ResultsStore
@@ -184,30 +185,37 @@ def quantize_run(
     qconfig = {**cfg.model_dump(), "quantize": settings.config(moe=moe)}
     label = settings.suffix(moe=moe)
     run_id, name = config_hash(qconfig), f"{cfg.name}-{label}"
-    with ResultsStore(db) as store:
-        rec = store.get(run_id)
+    out = Path(run_dir) / QUANTIZED_DIR / f"{label}-{run_id}"
+    require_writable(out, "RUN_DIR")
+    rec = None
+    if Path(db).is_file():  # read (a store kcap cannot use fails here); created only at the end
+        with ResultsStore(db) as store:
+            rec = store.get(run_id)
+    else:
+        require_writable(Path(db).parent, "--db")
     if rec is not None and rec.status == "finished" and not force:
         return Outcome(name, run_id, rec.metrics["quantize"]["reference"], rec.metrics, True)
     metrics, timings, errors = _quantize_and_measure(
         Path(run_dir), settings, cfg, dataset, model, params
     )
-    out = Path(run_dir) / QUANTIZED_DIR / f"{label}-{run_id}"
-    out.mkdir(parents=True, exist_ok=True)
     measurement = {k: v for k, v in metrics.items() if k != "quantize"}
-    (out / "measure.json").write_text(json.dumps(measurement, indent=2) + "\n")
-    (out / "quantize.json").write_text(
-        json.dumps({**metrics["quantize"], "rel_error": errors}, indent=2) + "\n"
-    )
-    with ResultsStore(db) as store:
-        store.start_run(
-            run_id,
-            name=name,
-            config=qconfig,
-            manifest=dataset.manifest,
-            run_dir=str(out.resolve()),
-            params=params,
+    with staged_dir(out) as tmp:  # the files land, whole, only once the store has the row
+        (tmp / "measure.json").write_text(json.dumps(measurement, indent=2) + "\n")
+        (tmp / "quantize.json").write_text(
+            json.dumps({**metrics["quantize"], "rel_error": errors}, indent=2) + "\n"
         )
-        store.finish_run(run_id, metrics=metrics, timings={**timings, "wall_s": time.time() - t0})
+        with ResultsStore(db) as store:
+            store.start_run(
+                run_id,
+                name=name,
+                config=qconfig,
+                manifest=dataset.manifest,
+                run_dir=str(out.resolve()),
+                params=params,
+            )
+            store.finish_run(
+                run_id, metrics=metrics, timings={**timings, "wall_s": time.time() - t0}
+            )
     return Outcome(name, run_id, metrics["quantize"]["reference"], metrics, False)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kcap.atomic import require_writable
 from kcap.errors import KcapError
 from kcap.experiments.store import DEFAULT_DB
 
@@ -23,5 +24,6 @@ def report(
     store = db_arg or db
     if not store.is_file():
         raise KcapError("DB", f"no results store at {store}")
+    require_writable(out, "--out")
     page = write_report(store, out, title=title)
     Console().print(f"report: {page} (and {out / 'report.md'}); open it from disk")

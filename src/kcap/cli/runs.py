@@ -18,8 +18,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from kcap.atomic import require_writable, write_text_atomic
+from kcap.errors import KcapError, require
 from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
+from kcap.experiments.sweep import run_state
 from kcap.models.quantize import quant_label_of
 
 __all__ = ["runs"]
@@ -37,7 +40,12 @@ _COLUMNS = (
     ("wall time", "right"),
     ("created", "left"),
 )
-_STATUS_STYLE = {"running": "yellow", "finished": "green", "failed": "red"}
+_STATUS_STYLE = {
+    "running": "yellow",
+    "finished": "green",
+    "failed": "red",
+    "interrupted": "magenta",
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -91,11 +99,12 @@ def _bits_total(metrics: dict) -> Any:
 
 def _row(rec: RunRecord) -> list[str]:
     m, p, t = rec.metrics, rec.params, rec.timings
-    style = _STATUS_STYLE.get(rec.status, "")
+    state = run_state(rec)
+    style = _STATUS_STYLE.get(state, "")
     return [
         escape(rec.run_id),
         escape(rec.name) if rec.name else _MISSING,
-        f"[{style}]{rec.status}[/]" if style else rec.status,
+        f"[{style}]{state}[/]" if style else state,
         _fmt_count(p.get("P")),
         _fmt_count(m.get("R")),
         _fmt_count(m.get("R_max")),
@@ -166,12 +175,16 @@ def runs(
     ),
 ) -> None:
     """List the runs recorded in the results store."""
-    if status is not None and status not in STATUSES:
-        typer.echo(f"invalid --status {status!r}: expected one of {', '.join(STATUSES)}", err=True)
-        raise typer.Exit(2)
-    if not db.is_file():
-        typer.echo(f"no results store at {db}", err=True)
-        raise typer.Exit(2)
+    try:  # one line and exit code 2 also where `runs` is mounted without kcap's error handling
+        if status is not None and status not in STATUSES:
+            raise KcapError("--status", f"must be one of {', '.join(STATUSES)}; got {status!r}")
+        if csv_out is not None:
+            require_writable(csv_out.parent, "--csv")
+            require(not csv_out.is_dir(), "--csv", f"{csv_out} is a directory")
+        require(db.is_file(), "--db", f"no results store at {db}")
+    except KcapError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
 
     with ResultsStore(db) as store:
         records = store.list_runs(status=status)
@@ -185,9 +198,7 @@ def runs(
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        tmp = csv_out.with_name(csv_out.name + ".tmp")  # never a half-written file
-        tmp.write_text(buf.getvalue())
-        tmp.replace(csv_out)
+        write_text_atomic(csv_out, buf.getvalue())  # never a half-written file
         typer.echo(f"{len(rows)} finished runs -> {csv_out}")
         return
 
@@ -217,3 +228,6 @@ def runs(
         wide = console.options.update_width(10_000)
         console = Console(width=max(console.width, Measurement.get(console, wide, table).maximum))
     console.print(table)
+    for rec in records:  # why each run that did not finish stopped
+        if rec.status == "failed":
+            console.print(f"{escape(rec.run_id)} {run_state(rec)}: {escape(rec.error or '?')}")

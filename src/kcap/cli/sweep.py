@@ -1,8 +1,14 @@
-"""`kcap sweep GRID.yaml`: expand a grid into runs and run those not yet finished."""
+"""`kcap sweep GRID.yaml`: expand a grid into runs and run those not yet finished.
+
+SIGTERM or SIGINT stops a sweep cleanly (every worker checkpoints, its run is recorded as
+interrupted) and exits with 128 + the signal number and the command that resumes it; a second
+signal stops it at once.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -97,16 +103,34 @@ def sweep(
             f"{threads or default_threads(workers)} thread(s){f', Ray {ray}' if ray else ''}; "
             f"store {db}, runs in {out / 'runs'}"
         )
+    from kcap.training.interrupt import Aborted
+
+    resume = " ".join(
+        ["kcap sweep", shlex.quote(str(grid_file)), "--db", shlex.quote(str(db))]
+        + ["--out", shlex.quote(str(out)), "--workers", str(workers)]
+        + [f"--set {shlex.quote(s)}" for s in set_]
+    )
     try:
         summary = run_sweep(points, opts, name=grid.name)
-    except KeyboardInterrupt:
-        err.print("interrupted: running points are marked interrupted and resume next time")
-        raise typer.Exit(130) from None
+    except Aborted as e:
+        typer.echo(
+            f"Stopped at once by a second {e.reason}: running points are marked interrupted "
+            f"and resume from their last checkpoint: {resume}",
+            err=True,
+        )
+        raise typer.Exit(e.exit_code) from None
     if json_out:
         typer.echo(json.dumps(summary.__dict__, indent=2))
     else:
         Console().print(summary.line(grid.name))
         for name, error in summary.failures:
             err.print(f"[red]failed[/] {name}: {error}")
+    if summary.stopped_by:
+        typer.echo(
+            f"Interrupted by {summary.stopped_by}: {summary.interrupted} run(s) checkpointed and "
+            f"marked interrupted; resume: {resume}",
+            err=True,
+        )
+        raise typer.Exit(summary.exit_code)
     if summary.failed:
         raise typer.Exit(1)

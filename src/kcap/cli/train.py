@@ -1,9 +1,16 @@
-"""`kcap train` and `kcap measure`: train a run from a YAML config; measure any run directory."""
+"""`kcap train` and `kcap measure`: train a run from a YAML config; measure any run directory.
+
+A run has one writer: `kcap train` holds the run directory's lock and the run's claim in the
+results store for as long as it trains; a run of the same config that is alive elsewhere (a
+sweep point, another `kcap train`) is refused. SIGTERM or SIGINT stops it between steps with a
+checkpoint, records it as interrupted and exits with 128 + the signal number, printing the
+command that resumes it; a second signal stops it at once.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -11,8 +18,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kcap.atomic import require_writable
 from kcap.errors import KcapError
 from kcap.experiments.store import DEFAULT_DB, ResultsStore
+from kcap.experiments.sweep import INTERRUPTED, run_is_alive
+from kcap.training import interrupt, runlock
 from kcap.training.config import config_hash, load_config
 
 err = Console(stderr=True)
@@ -34,54 +44,156 @@ def train(
     cfg = load_config(config, set_)
     if out.exists() and any(out.iterdir()) and not (resume or force):
         raise KcapError("--out", f"{out} is not empty (use --resume to continue or --force)")
-    if force and out.exists() and not resume:
-        shutil.rmtree(out)
-    result, summary = run_training(cfg, out, db=db, resume=resume)
+    if resume:
+        _check_resumable(cfg, out)
+    sets = "".join(f" --set {shlex.quote(s)}" for s in set_)
+    hint = f"kcap train {shlex.quote(str(config))} --out {shlex.quote(str(out))}{sets} --resume"
+    result, summary = run_training(
+        cfg, out, db=db, resume=resume, fresh=force and not resume, resume_hint=hint
+    )
     print_measurement(result.to_dict(), summary)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
 
 
+def _check_resumable(cfg, out: Path) -> None:
+    """Refuse ``--resume`` before anything is written: ``out`` must be a run of this config
+    with a checkpoint."""
+    from kcap.training import checkpoint
+    from kcap.training.trainer import run_config
+
+    if not (out / "config.yaml").is_file():
+        raise KcapError("--resume", f"{out} is not a kcap run directory (no config.yaml)")
+    if config_hash(run_config(out).model_dump()) != config_hash(cfg.model_dump()):
+        raise KcapError("--resume", f"{out} was trained with a different config")
+    if not checkpoint.exists(out):
+        raise KcapError("--resume", f"{out} has no checkpoint to resume from")
+
+
 def run_training(
-    cfg, out: Path, *, db: Path | None, resume: bool = False, progress: bool = True, on_step=None
+    cfg,
+    out: Path,
+    *,
+    db: Path | None,
+    resume: bool = False,
+    fresh: bool = False,
+    progress: bool = True,
+    on_step=None,
+    resume_hint: str | None = None,
 ):
-    """Train with the results store recording status, params, metrics and timings."""
-    from kcap.training.trainer import Trainer
+    """Train one run, holding its directory's lock and its claim in the results store, which
+    records status, params, metrics and timings. ``fresh``: clear the run directory first.
+
+    A stop request ends the run with a checkpoint, the store row marked interrupted, one line
+    on stderr saying how to resume (``resume_hint``) and exit code 128 + the signal number.
+    """
+    from kcap.training.trainer import Trainer, TrainingDiverged
 
     run_id = config_hash(cfg.model_dump())
-    store = ResultsStore(db) if db else None
     t0 = time.time()
-    try:
-        trainer = Trainer(cfg, out, progress=progress, on_step=on_step)
-        if store:
-            store.start_run(
-                run_id,
-                name=cfg.name,
-                config=cfg.model_dump(),
-                manifest=trainer.dataset.manifest,
-                run_dir=str(out.resolve()),
-                params=trainer.params,
-            )
-        if resume and not trainer.load_checkpoint():
-            raise KcapError("--resume", f"{out} has no checkpoint to resume from")
-        result = trainer.fit()
-        summary = trainer.summary()
-        if store:
-            timings = {
-                "wall_s": time.time() - t0,
-                "train_s": trainer.train_seconds,
-                "tokens_per_s": summary["tokens_per_s"],
-                "host": socket.gethostname(),
-            }
-            store.finish_run(run_id, metrics=result.to_dict(), timings=timings)
-        return result, summary
-    except BaseException as e:
-        if store and store.get(run_id) is not None:
-            store.fail_run(run_id, f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if store:
-            store.close()
+    if db and not Path(db).is_file():
+        require_writable(Path(db).parent, "--db")  # the store is opened after the run starts
+    with runlock.RunLock(out), interrupt.handle_signals():
+        if fresh:
+            runlock.clear(out)
+        if db and Path(db).is_file():  # refuse before anything is written
+            with ResultsStore(db) as probe:
+                _refuse_if_alive(probe, run_id, out)
+        store = token = None
+        try:
+            beat = _Heartbeat(on_step)
+            trainer = Trainer(cfg, out, progress=progress, on_step=beat)
+            if db:
+                store = ResultsStore(db)
+                token = _claim(store, run_id, cfg, trainer, out)
+                beat.attach(store, run_id, token)
+            if resume and not trainer.load_checkpoint():
+                raise KcapError("--resume", f"{out} has no checkpoint to resume from")
+            result = trainer.fit()
+            summary = trainer.summary()
+            if store:
+                timings = {
+                    "wall_s": time.time() - t0,
+                    "train_s": trainer.train_seconds,
+                    "tokens_per_s": summary["tokens_per_s"],
+                    "host": socket.gethostname(),
+                }
+                store.finish_run(run_id, metrics=result.to_dict(), timings=timings, token=token)
+            return result, summary
+        except (interrupt.RunInterrupted, interrupt.Aborted) as e:
+            at = f" at step {e.step:,}" if getattr(e, "step", None) is not None else ""
+            saved = "checkpoint saved" if at else "stopped at once, no checkpoint"
+            if token:
+                store.fail_run(run_id, f"{INTERRUPTED}: {e.reason}{at}", token=token)
+            typer.echo(f"Interrupted by {e.reason}{at}, {saved}; resume: {resume_hint}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except TrainingDiverged as e:
+            if token:
+                store.fail_run(run_id, f"TrainingDiverged: {e}", token=token)
+            typer.echo(f"Error: training: {e}", err=True)
+            raise typer.Exit(1) from None
+        except BaseException as e:
+            if token:
+                store.fail_run(run_id, f"{type(e).__name__}: {e}", token=token)
+            raise
+        finally:
+            if store:
+                store.close()
+
+
+def _refuse_if_alive(store: ResultsStore, run_id: str, out: Path) -> None:
+    """Refuse a run of a config that is training elsewhere (a row naming our own run
+    directory is dead: we hold that directory's lock)."""
+    rec = store.get(run_id)
+    if rec is None or rec.status != "running" or rec.run_dir == str(out.resolve()):
+        return
+    if run_is_alive(rec):
+        raise KcapError(
+            "CONFIG",
+            f"run {run_id} of this config is already training in {rec.run_dir} "
+            f"on {rec.host}; wait for it, or stop it first",
+        )
+
+
+def _claim(store: ResultsStore, run_id: str, cfg, trainer, out: Path) -> str:
+    """Claim the run in the store, taking over a row whose process is gone."""
+    claim = {
+        "name": cfg.name,
+        "config": cfg.model_dump(),
+        "manifest": trainer.dataset.manifest,
+        "run_dir": str(out.resolve()),
+        "params": trainer.params,
+    }
+    for _ in range(2):
+        token = store.claim(run_id, allow_finished=True, **claim)
+        if token:
+            return token
+        _refuse_if_alive(store, run_id, out)  # it started meanwhile
+        rec = store.get(run_id)
+        if rec is not None and rec.status == "running":  # its process is gone
+            store.fail_if_unchanged(run_id, rec.updated_at, f"{INTERRUPTED} (process gone)")
+    raise KcapError("CONFIG", f"run {run_id} could not be claimed in {store.path}")
+
+
+class _Heartbeat:
+    """The trainer's ``on_step``: touches the run's store row every ``every`` seconds (so a
+    sweep on another host can tell a live run from a dead one), then calls ``on_step``."""
+
+    def __init__(self, on_step=None, every: float = 20.0):
+        self.on_step, self.every = on_step, every
+        self.store = self.run_id = self.token = None
+        self.last = time.time()
+
+    def attach(self, store: ResultsStore, run_id: str, token: str) -> None:
+        self.store, self.run_id, self.token = store, run_id, token
+
+    def __call__(self, record: dict) -> None:
+        now = time.time()
+        if self.token and now - self.last >= self.every:
+            self.last = now
+            self.store.update_run(self.run_id, token=self.token, timings={"heartbeat": now})
+        if self.on_step is not None:
+            self.on_step(record)
 
 
 def print_measurement(m: dict, summary: dict | None = None) -> None:

@@ -10,13 +10,12 @@ one file per extra, and `kcap.data.dataset.load_dataset` reads it back.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from kcap.atomic import require_writable, staged_dir
 from kcap.data import pools as P
 from kcap.data.documents import Document
 from kcap.data.templates import PRONOUN_FORMS
@@ -108,21 +107,9 @@ def make_manifest(
 
 def prepare_out_dir(out: Path, force: bool) -> None:
     """Refuse a non-empty ``out`` without ``force``, and an ``out`` we cannot create."""
+    require_writable(out, "--out")
     if out.exists():
-        require(out.is_dir(), "--out", f"{out} exists and is not a directory")
         require(force or not any(out.iterdir()), "--out", f"{out} is not empty (use --force)")
-    parent = out.parent if not out.exists() else out
-    while not parent.exists():
-        parent = parent.parent
-    require(parent.is_dir() and _writable(parent), "--out", f"{out} is not writable")
-
-
-def _writable(path: Path) -> bool:
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
 
 
 def write_dataset(
@@ -134,22 +121,15 @@ def write_dataset(
     *,
     force: bool,
 ) -> None:
-    """Write atomically: into a sibling temp dir, then rename over ``out``.
+    """Write atomically: into a sibling temp dir, then rename over ``out``; a failed write
+    (a full disk) leaves nothing behind (`kcap.atomic.staged_dir`).
 
     ``extras`` maps further file names to objects with a ``save(path)`` method (the repetitive
     junk population, bioR rewrites); the ``build_*`` functions return them as a fourth item."""
     prepare_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         population.save(tmp / POPULATION)
         for name, obj in (extras or {}).items():
             obj.save(tmp / name)
         tok.save(tmp / TOKENIZER)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -53,7 +53,15 @@ import yaml
 from pydantic import BaseModel
 
 from kcap.errors import KcapError
-from kcap.training.config import RunConfig, apply_overrides, config_hash, parse_config
+from kcap.training.config import (
+    RunConfig,
+    apply_overrides,
+    config_hash,
+    did_you_mean,
+    model_in,
+    parse_config,
+    yaml_error,
+)
 
 __all__ = ["Grid", "GridPoint", "dataset_key", "expand", "load_grid", "parse_grid", "run_name"]
 
@@ -107,9 +115,9 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
 def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None = None) -> Grid:
     """Validate the structure of a grid mapping (values are validated when expanded)."""
     root = Path(root)
-    unknown = set(raw) - _TOP_KEYS
+    unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
-        raise KcapError("grid", f"unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+        raise KcapError("grid", f"unknown keys {unknown}{did_you_mean(unknown[0], _TOP_KEYS)}")
     missing = _unmet(raw.get("needs", []), "needs")
     if missing:
         raise KcapError(
@@ -118,12 +126,17 @@ def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None
         )
     base = apply_overrides(_base(raw.get("base", {}), root), overrides or [])
     top = {key: raw.get(key) for key in ("set", "product", "zip")}
-    blocks_raw = _blocks(raw.get("blocks") or [{}], root)
+    blocks_raw = _blocks([{}] if raw.get("blocks") is None else raw["blocks"], root)
+    if not blocks_raw:
+        raise KcapError("grid.blocks", "the grid expands to zero runs: its block list is empty")
     blocks, skipped = [], []
     for i, block in enumerate(blocks_raw):
         where = f"grid.blocks[{i}]"
-        if not isinstance(block, dict) or set(block) - _BLOCK_KEYS:
+        if not isinstance(block, dict):
             raise KcapError(where, f"must be a mapping with keys among {sorted(_BLOCK_KEYS)}")
+        unknown = sorted(set(block) - _BLOCK_KEYS)
+        if unknown:
+            raise KcapError(where, f"unknown keys {unknown}{did_you_mean(unknown[0], _BLOCK_KEYS)}")
         unmet = _unmet(block.get("needs", []), f"{where}.needs")
         if unmet:
             skipped.append(f"{block.get('name', where)} (needs {', '.join(unmet)})")
@@ -140,7 +153,10 @@ def parse_grid(raw: dict, *, root: str | Path = ".", overrides: list[str] | None
             }
         )
     if not blocks:
-        raise KcapError("grid.blocks", f"every block was skipped: {'; '.join(skipped)}")
+        raise KcapError(
+            "grid.blocks",
+            f"the grid expands to zero runs: every block was skipped: {'; '.join(skipped)}",
+        )
     for block in blocks:
         for key, values in block["product"].items():
             if not isinstance(values, list) or not values:
@@ -203,9 +219,7 @@ def _read_yaml(path: Path, field_name: str) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise KcapError(
-            field_name, f"{path} is not valid YAML ({str(e).splitlines()[0]})"
-        ) from None
+        raise KcapError(field_name, yaml_error(path, e)) from None
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -252,20 +266,10 @@ def _supported(need: str) -> bool:
         if model is None or part not in model.model_fields:
             return False
         annotation = model.model_fields[part].annotation
-        model = _model_in(annotation)
+        model = model_in(annotation)
     if not value:
         return True
     return value.strip() in _literal_values(annotation)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _literal_values(annotation: Any) -> set[str]:

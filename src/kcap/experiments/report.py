@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kcap.atomic import staged_dir
 from kcap.experiments.analysis import Law, Point, analyse, describe_scale, load_points
 from kcap.experiments.paper import evaluate_all
 from kcap.experiments.store import ResultsStore
@@ -318,20 +319,22 @@ _LAW_HEAD = [
 
 
 def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report") -> Path:
-    """Write ``out/index.html``, ``out/report.md`` and ``out/figures/``; return the HTML path."""
+    """Write ``out/index.html``, ``out/report.md`` and ``out/figures/``; return the HTML path.
+
+    The store is read first, and the files are staged beside ``out`` and moved in at the end
+    (`kcap.atomic.staged_dir`), so a failure leaves ``out`` as it was."""
     out = Path(out)
-    figdir = out / FIGURES
-    figdir.mkdir(parents=True, exist_ok=True)
     points = load_points(db)
     laws = analyse(points)
     findings = evaluate_all(laws)
-    figures = make_figures(figdir, laws, points)
-    slugs = {f.slug for f in figures}
     status = _status_counts(db)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     source = relative_to(db, out)
-    _write_html(out, title, stamp, source, status, findings, laws, figures, slugs, points)
-    _write_markdown(out, title, stamp, source, status, findings, laws, figures, slugs, points)
+    with staged_dir(out, merge=True) as tmp:
+        figures = make_figures(tmp / FIGURES, laws, points)
+        slugs = {f.slug for f in figures}
+        _write_html(tmp, title, stamp, source, status, findings, laws, figures, slugs, points)
+        _write_markdown(tmp, title, stamp, source, status, findings, laws, figures, slugs, points)
     return out / "index.html"
 
 

@@ -6,6 +6,11 @@ processes may write to the same database at once (sweep workers); WAL mode, a bu
 ``BEGIN IMMEDIATE`` transactions and a retry loop on "database is locked" make that safe, and
 :meth:`ResultsStore.claim` lets workers share a sweep without ever running one config twice.
 
+Each claim gets a fresh token. Whoever holds a run passes its token to `update_run`,
+`finish_run` and `fail_run`; a write with a token that is no longer the row's (the run was
+reclaimed as stale and someone else holds it now) changes nothing and raises `LostClaim`, so a
+run has one writer in the store however its processes die.
+
 Only the standard library's :mod:`sqlite3` is used.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import socket
 import sqlite3
 import threading
@@ -22,19 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kcap.errors import KcapError
 from kcap.training.config import config_hash
 
 __all__ = [
     "DEFAULT_DB",
     "SCHEMA_VERSION",
     "STATUSES",
+    "LostClaim",
     "ResultsStore",
     "RunRecord",
     "config_hash",
 ]
 
 DEFAULT_DB = "kcap.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: claim_token
 STATUSES = ("running", "finished", "failed")
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -59,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_dir       TEXT,
     error         TEXT,
     created_at    REAL,
-    updated_at    REAL
+    updated_at    REAL,
+    claim_token   TEXT
 );
 CREATE INDEX IF NOT EXISTS idx_runs_config_hash ON runs (config_hash);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs (status);
@@ -67,7 +76,7 @@ CREATE INDEX IF NOT EXISTS idx_runs_status ON runs (status);
 
 _COLUMNS = (
     "run_id, name, config_hash, config_json, manifest_json, status, params_json, metrics_json, "
-    "timings_json, host, run_dir, error, created_at, updated_at"
+    "timings_json, host, run_dir, error, created_at, updated_at, claim_token"
 )
 
 T = TypeVar("T")
@@ -107,6 +116,7 @@ class RunRecord:
     error: str | None
     created_at: float
     updated_at: float
+    claim_token: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | tuple) -> RunRecord:
@@ -125,6 +135,7 @@ class RunRecord:
             error,
             created_at,
             updated_at,
+            claim_token,
         ) = tuple(row)
         return cls(
             run_id=run_id,
@@ -141,11 +152,16 @@ class RunRecord:
             error=error,
             created_at=created_at,
             updated_at=updated_at,
+            claim_token=claim_token,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
         return dataclasses.asdict(self)
+
+
+class LostClaim(RuntimeError):
+    """A write by a process whose claim on the run was taken over (it must stop writing)."""
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -173,7 +189,11 @@ class ResultsStore:
         self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         self._retrying(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone())
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._write(self._init_schema)
+        try:
+            self._write(self._init_schema)
+        except BaseException:  # e.g. a store from a newer kcap: leave no connection behind
+            self.close()
+            raise
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -216,17 +236,21 @@ class ResultsStore:
                 raise sqlite3.ProgrammingError("ResultsStore is closed")
             return self._retrying(lambda: self._conn.execute(sql, args).fetchall())
 
-    @staticmethod
-    def _init_schema(conn: sqlite3.Connection) -> None:
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"results store schema v{version} is newer than this kcap (v{SCHEMA_VERSION})"
+            raise KcapError(
+                "--db",
+                f"{self.path} has results-store schema v{version}, newer than this kcap's "
+                f"v{SCHEMA_VERSION}; upgrade kcap to read it",
             )
         # executescript() would COMMIT our transaction; run the statements one by one instead.
         for stmt in _SCHEMA.split(";"):
             if stmt.strip():
                 conn.execute(stmt)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if "claim_token" not in columns:  # a v1 store
+            conn.execute("ALTER TABLE runs ADD COLUMN claim_token TEXT")
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -240,14 +264,15 @@ class ResultsStore:
         manifest: dict | None,
         run_dir: str | None,
         params: dict | None,
-    ) -> None:
+    ) -> str:
         now = time.time()
+        token = secrets.token_hex(8)
         conn.execute(
             """
             INSERT INTO runs (run_id, name, config_hash, config_json, manifest_json, status,
                               params_json, metrics_json, timings_json, host, run_dir, error,
-                              created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, ?, ?, NULL, ?, ?)
+                              created_at, updated_at, claim_token)
+            VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, ?, ?, NULL, ?, ?, ?)
             ON CONFLICT (run_id) DO UPDATE SET
                 name = excluded.name,
                 config_hash = excluded.config_hash,
@@ -260,7 +285,8 @@ class ResultsStore:
                 host = excluded.host,
                 run_dir = excluded.run_dir,
                 error = NULL,
-                updated_at = excluded.updated_at
+                updated_at = excluded.updated_at,
+                claim_token = excluded.claim_token
             """,
             (
                 run_id,
@@ -273,18 +299,27 @@ class ResultsStore:
                 None if run_dir is None else str(run_dir),
                 now,
                 now,
+                token,
             ),
         )
+        return token
 
     @staticmethod
-    def _update(conn: sqlite3.Connection, run_id: str, sets: dict[str, Any]) -> None:
+    def _update(
+        conn: sqlite3.Connection, run_id: str, sets: dict[str, Any], token: str | None = None
+    ) -> None:
+        """Update a row; with ``token``, only while that claim still holds the run."""
         sets = {**sets, "updated_at": time.time()}
         assignments = ", ".join(f"{col} = ?" for col in sets)
-        cur = conn.execute(
-            f"UPDATE runs SET {assignments} WHERE run_id = ?", (*sets.values(), run_id)
-        )
+        where, args = "run_id = ?", (run_id,)
+        if token is not None:
+            where, args = "run_id = ? AND claim_token = ?", (run_id, token)
+        cur = conn.execute(f"UPDATE runs SET {assignments} WHERE {where}", (*sets.values(), *args))
         if cur.rowcount == 0:
-            raise KeyError(f"no run {run_id!r} in the results store")
+            exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if exists is None:
+                raise KeyError(f"no run {run_id!r} in the results store")
+            raise LostClaim(f"run {run_id} was claimed by another process; this one stops")
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -297,9 +332,10 @@ class ResultsStore:
         manifest: dict | None,
         run_dir: str | None,
         params: dict | None = None,
-    ) -> None:
-        """Record ``run_id`` as running; an existing row is reset (its ``created_at`` kept)."""
-        self._write(
+    ) -> str:
+        """Record ``run_id`` as running; an existing row is reset (its ``created_at`` kept).
+        Returns the new claim token."""
+        return self._write(
             lambda conn: self._upsert_running(
                 conn,
                 run_id,
@@ -311,37 +347,45 @@ class ResultsStore:
             )
         )
 
-    def claim(self, run_id: str, **start_kwargs: Any) -> bool:
-        """Atomically start ``run_id`` unless it is already running or finished.
+    def claim(
+        self, run_id: str, *, allow_finished: bool = False, **start_kwargs: Any
+    ) -> str | None:
+        """Atomically start ``run_id`` unless it is already running (or finished, unless
+        ``allow_finished``: a deliberate re-run).
 
-        ``start_kwargs`` are those of :meth:`start_run`.  Returns True when this caller got the
-        run (a fresh id, or one whose previous attempt failed), False otherwise.
+        ``start_kwargs`` are those of :meth:`start_run`.  Returns the claim token when this
+        caller got the run (a fresh id, or one whose previous attempt failed), None otherwise.
         """
         kwargs = {"name": None, "manifest": None, "run_dir": None, "params": None, **start_kwargs}
         if "config" not in kwargs:
             raise TypeError("claim() needs config=")
 
-        def body(conn: sqlite3.Connection) -> bool:
+        taken = ("running",) if allow_finished else ("running", "finished")
+
+        def body(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is not None and row[0] in ("running", "finished"):
-                return False
-            self._upsert_running(conn, run_id, **kwargs)
-            return True
+            if row is not None and row[0] in taken:
+                return None
+            return self._upsert_running(conn, run_id, **kwargs)
 
         return self._write(body)
 
-    def update_run(self, run_id: str, **fields: dict | None) -> None:
-        """Replace any of ``params``, ``metrics``, ``timings``, ``manifest`` of ``run_id``."""
+    def update_run(self, run_id: str, token: str | None = None, **fields: dict | None) -> None:
+        """Replace any of ``params``, ``metrics``, ``timings``, ``manifest`` of ``run_id``
+        (with ``token``: only while that claim holds the run, else `LostClaim`)."""
         unknown = set(fields) - set(_UPDATABLE)
         if unknown:
             raise ValueError(f"update_run: unknown fields {sorted(unknown)}; allowed {_UPDATABLE}")
         if not fields:
             return
         sets = {f"{key}_json": _dumps(value) for key, value in fields.items()}
-        self._write(lambda conn: self._update(conn, run_id, sets))
+        self._write(lambda conn: self._update(conn, run_id, sets, token))
 
-    def finish_run(self, run_id: str, metrics: dict, timings: dict | None = None) -> None:
-        """Mark ``run_id`` finished with its final ``metrics`` (and ``timings``, if given)."""
+    def finish_run(
+        self, run_id: str, metrics: dict, timings: dict | None = None, token: str | None = None
+    ) -> None:
+        """Mark ``run_id`` finished with its final ``metrics`` (and ``timings``, if given);
+        with ``token``, only while that claim holds the run (else `LostClaim`)."""
         sets: dict[str, Any] = {
             "status": "finished",
             "metrics_json": _dumps(metrics),
@@ -349,12 +393,13 @@ class ResultsStore:
         }
         if timings is not None:
             sets["timings_json"] = _dumps(timings)
-        self._write(lambda conn: self._update(conn, run_id, sets))
+        self._write(lambda conn: self._update(conn, run_id, sets, token))
 
-    def fail_run(self, run_id: str, error: str) -> None:
-        """Mark ``run_id`` failed with an error message (it may then be re-claimed)."""
+    def fail_run(self, run_id: str, error: str, token: str | None = None) -> None:
+        """Mark ``run_id`` failed with an error message (it may then be re-claimed); with
+        ``token``, only while that claim holds the run (else `LostClaim`)."""
         sets = {"status": "failed", "error": error}
-        self._write(lambda conn: self._update(conn, run_id, sets))
+        self._write(lambda conn: self._update(conn, run_id, sets, token))
 
     def fail_if_unchanged(self, run_id: str, updated_at: float, error: str) -> bool:
         """Atomically mark a running row failed if nobody touched it since ``updated_at`` (a

@@ -16,11 +16,21 @@ What happens to a point, by its row in the store:
 
 - no row: run it (resuming from a checkpoint left in its run directory, if any);
 - ``finished``: skip;
-- ``running``: skip (another sweep has it) -- unless its heartbeat is older than
-  ``stale_after`` and its run directory is ours: then the sweep that ran it died, and the run is
-  resumed from its last checkpoint;
-- ``failed`` because it was interrupted (Ctrl-C, a killed worker): resumed from its checkpoint;
+- ``running``: skip (another process has it) -- unless that process is gone and the run
+  directory is ours: then the run is resumed from its last checkpoint. A run on this host is
+  gone when nobody holds its directory's lock (`kcap.training.runlock`); on another host, when
+  its heartbeat is older than ``stale_after``;
+- ``failed`` because it was interrupted (a signal, a killed worker): resumed from its checkpoint;
 - ``failed`` with an error: skipped, or re-run from scratch with ``retry_failed``.
+
+One writer per run: a worker holds the run directory's lock while it trains there, and the
+driver writes a run's row only with the token of its own claim (`ResultsStore.claim`), so a run
+reclaimed by another sweep is never written by two.
+
+Stopping: SIGTERM or SIGINT to the driver stops the sweep -- no new point starts, every worker
+gets SIGTERM, checkpoints and stops, and its run is recorded as interrupted; the next sweep
+resumes it. A second signal stops everything at once. A worker whose driver is gone (``kill
+-9``) stops by itself (`kcap.training.interrupt.watch_parent`).
 
 Each worker process uses ``threads`` torch threads (cores // workers by default).
 """
@@ -31,7 +41,8 @@ import concurrent.futures as cf
 import contextlib
 import json
 import multiprocessing as mp
-import shutil
+import os
+import signal
 import socket
 import time
 import traceback
@@ -42,7 +53,8 @@ from typing import Any
 
 from kcap.errors import KcapError
 from kcap.experiments.grid import GridPoint, dataset_key
-from kcap.experiments.store import ResultsStore, RunRecord
+from kcap.experiments.store import LostClaim, ResultsStore, RunRecord
+from kcap.training import interrupt, runlock
 
 __all__ = [
     "INTERRUPTED",
@@ -51,11 +63,15 @@ __all__ = [
     "ensure_dataset",
     "execute_point",
     "point_states",
+    "run_is_alive",
+    "run_state",
     "run_sweep",
 ]
 
 INTERRUPTED = "interrupted"
 _MESSAGE_EVERY_S = 0.5
+CLAIM_GRACE_S = 30.0  # a worker takes the run lock within this long of the driver's claim
+STALE_AFTER_S = 300.0
 
 
 @dataclass
@@ -67,8 +83,10 @@ class SweepOptions:
     retry_failed: bool = False
     ray: str | None = None  # a Ray address, or "local" to start one here
     progress: bool = True
-    stale_after: float = 300.0  # seconds without a heartbeat before a running row is stale
+    stale_after: float = STALE_AFTER_S  # no heartbeat for this long: a remote run is dead
+    claim_grace: float = CLAIM_GRACE_S  # unlocked this long after its claim: a local run is dead
     heartbeat_every: float = 20.0
+    stop_grace: float = 120.0  # after a stop signal, how long workers get to checkpoint
 
 
 @dataclass
@@ -78,16 +96,21 @@ class SweepSummary:
     finished: int = 0
     failed: int = 0
     resumed: int = 0
+    interrupted: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # by reason
     failures: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
     seconds: float = 0.0
+    stopped_by: str | None = None  # the signal that stopped the sweep
+    exit_code: int = 0
 
     def line(self, name: str) -> str:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()) if n)
+        stopped = f"; stopped by {self.stopped_by}" if self.stopped_by else ""
+        interrupted = f", {self.interrupted} interrupted" if self.interrupted else ""
         return (
             f"sweep {name}: {self.total} runs; ran {self.ran} ({self.finished} finished, "
-            f"{self.failed} failed, {self.resumed} resumed); skipped {skipped or 'none'}; "
-            f"{self.seconds:.0f} s"
+            f"{self.failed} failed{interrupted}, {self.resumed} resumed); skipped "
+            f"{skipped or 'none'}; {self.seconds:.0f} s{stopped}"
         )
 
 
@@ -103,57 +126,88 @@ def point_states(points: list[GridPoint], store: ResultsStore) -> dict[str, str]
     states = {}
     for p in points:
         rec = store.get(p.run_id)
-        states[p.run_id] = "new" if rec is None else _state(rec)
+        states[p.run_id] = "new" if rec is None else run_state(rec)
     return states
 
 
-def _state(rec: RunRecord) -> str:
+def run_state(rec: RunRecord) -> str:
+    """A row's state: its status, with "interrupted" told apart from other failures."""
     if rec.status == "failed" and (rec.error or "").startswith(INTERRUPTED):
         return "interrupted"
     return rec.status
 
 
+def run_is_alive(
+    rec: RunRecord, stale_after: float = STALE_AFTER_S, claim_grace: float = CLAIM_GRACE_S
+) -> bool:
+    """Whether the process that holds a "running" row may still be at work.
+
+    On this host the run directory's lock answers exactly (a process holds it while it trains;
+    the lock dies with it), after a grace period for a worker that has not taken it yet; for a
+    run on another host, a heartbeat within ``stale_after`` seconds counts as alive.
+    """
+    age = time.time() - rec.updated_at
+    if rec.run_dir and runlock.holder(Path(rec.run_dir)) is not None:
+        return True
+    if rec.host == socket.gethostname():
+        return age <= claim_grace
+    return age <= stale_after
+
+
 def _try_claim(store: ResultsStore, point: GridPoint, run_dir: Path, opts: SweepOptions):
-    """Claim ``point`` for this sweep; return "resume" / "fresh", or a reason to skip it."""
+    """Claim ``point`` for this sweep: ``(mode, token, None)`` with mode "resume" or "fresh",
+    or ``(None, None, reason)`` to skip it."""
     rec = store.get(point.run_id)
     mode = "resume"
     if rec is not None:
-        state = _state(rec)
+        state = run_state(rec)
         if state == "finished":
-            return None, "finished"
+            return None, None, "finished"
         if state == "running":
-            stale = time.time() - rec.updated_at > opts.stale_after
-            if not (stale and rec.run_dir == str(run_dir) and _mark_stale(store, rec)):
-                return None, "running elsewhere"
+            ours = rec.run_dir == str(run_dir)
+            alive = run_is_alive(rec, opts.stale_after, opts.claim_grace)
+            if not (ours and not alive and _mark_gone(store, rec)):
+                return None, None, "running elsewhere"
         elif state == "failed":
             if not opts.retry_failed:
-                return None, "failed (use --retry-failed)"
+                return None, None, "failed (use --retry-failed)"
             mode = "fresh"
-    claimed = store.claim(
+    token = store.claim(
         point.run_id, name=point.name, config=point.config.model_dump(), run_dir=str(run_dir)
     )
-    return (mode, None) if claimed else (None, "running elsewhere")
+    return (mode, token, None) if token else (None, None, "running elsewhere")
 
 
-def _mark_stale(store: ResultsStore, rec: RunRecord) -> bool:
-    """Mark a running row failed (interrupted) if nobody touched it since we read it."""
-    return store.fail_if_unchanged(
-        rec.run_id, rec.updated_at, f"{INTERRUPTED} (stale: no heartbeat)"
-    )
+def _mark_gone(store: ResultsStore, rec: RunRecord) -> bool:
+    """Mark a running row whose process is gone interrupted, if nobody touched it since."""
+    return store.fail_if_unchanged(rec.run_id, rec.updated_at, f"{INTERRUPTED} (process gone)")
 
 
 # ------------------------------------------------------------------------------ worker side
 
 _QUEUE: Any = None
+_BUSY: list[bool] = [False]
 
 
-def _init_worker(queue: Any) -> None:
-    """Worker process setup: the progress queue; Ctrl-C is left to the driver."""
-    import signal
-
+def _init_worker(queue: Any, parent: int) -> None:
+    """Worker process setup: the progress queue; SIGTERM (from the driver) stops the run with
+    a checkpoint; Ctrl-C is left to the driver (a terminal sends it to the whole group); and
+    the worker stops by itself when the driver is gone."""
     global _QUEUE
     _QUEUE = queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, interrupt.stop_handler())
+    interrupt.watch_parent(parent, busy=lambda: _BUSY[0])
+
+
+def _run_task(execute: Callable[[dict], dict], task: dict) -> dict:
+    """Run ``execute(task)`` in a worker holding the run directory's lock."""
+    _BUSY[0] = True
+    try:
+        with runlock.RunLock(task["run_dir"], field="run_dir"):
+            return execute(task)
+    finally:
+        _BUSY[0] = False
 
 
 def post(kind: str, run_id: str, **data: Any) -> None:
@@ -192,7 +246,7 @@ def execute_point(task: dict) -> dict:
     import torch
 
     from kcap.experiments.grid import GridPoint
-    from kcap.training.checkpoint import CHECKPOINT
+    from kcap.training import checkpoint
     from kcap.training.config import RunConfig
     from kcap.training.trainer import Trainer
 
@@ -202,11 +256,10 @@ def execute_point(task: dict) -> dict:
     point = GridPoint(cfg, run_id, {})
     t0 = time.time()
     try:
-        has_checkpoint = (run_dir / CHECKPOINT).is_file()
-        resume = task["mode"] == "resume" and has_checkpoint
-        if run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)
+        resume = task["mode"] == "resume" and checkpoint.exists(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            runlock.clear(run_dir)  # start over (the caller holds the lock)
         shared = ensure_dataset(point, Path(task["cache"]))
         link = run_dir / "dataset"
         if shared is not None and not link.exists():
@@ -235,6 +288,8 @@ def execute_point(task: dict) -> dict:
         )
         result = trainer.fit()
         summary = trainer.summary()
+    except interrupt.RunInterrupted:
+        raise
     except BaseException:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
@@ -271,7 +326,7 @@ def _history(run_dir: Path) -> list[dict]:
 def _ray_task(fn: Callable[[dict], dict], task: dict, queue: Any) -> dict:
     global _QUEUE
     _QUEUE = queue
-    return fn(task)
+    return _run_task(fn, task)
 
 
 # ------------------------------------------------------------------------------ backends
@@ -284,11 +339,17 @@ class _LocalBackend:
         ctx = mp.get_context("spawn")
         self.queue = ctx.Queue()
         self.pool = cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(self.queue,)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(self.queue, os.getpid())
         )
 
     def submit(self, fn: Callable[[dict], dict], task: dict) -> Any:
-        return self.pool.submit(fn, task)
+        return self.pool.submit(_run_task, fn, task)
+
+    def stop(self, handles: list) -> None:
+        """Ask every worker to checkpoint and stop (SIGTERM; they ignore SIGINT)."""
+        for proc in list(getattr(self.pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError, AttributeError):
+                os.kill(proc.pid, signal.SIGTERM)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -311,7 +372,7 @@ class _LocalBackend:
     def shutdown(self, *, abort: bool) -> None:
         if abort:
             for proc in list(getattr(self.pool, "_processes", {}).values()):
-                proc.terminate()
+                proc.kill()
         self.pool.shutdown(wait=not abort, cancel_futures=True)
 
 
@@ -342,6 +403,11 @@ class _RayBackend:
 
     def submit(self, fn: Callable[[dict], dict], task: dict) -> Any:
         return self.remote.remote(fn, task, self.queue)
+
+    def stop(self, handles: list) -> None:
+        """Cancel the running tasks (their runs resume from their last periodic checkpoint)."""
+        for handle in handles:
+            self.ray.cancel(handle)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -382,83 +448,156 @@ def run_sweep(
 ) -> SweepSummary:
     """Run every point not yet finished; returns counts (the store holds the results).
 
-    ``execute`` runs in the worker (a top-level function, so that it can be pickled).
+    ``execute`` runs in the worker (a top-level function, so that it can be pickled). A stop
+    signal ends the sweep early with its runs interrupted: ``summary.stopped_by`` names it.
     """
     if opts.workers < 1:
         raise KcapError("--workers", f"must be at least 1; got {opts.workers}")
-    t_start = time.time()
-    summary = SweepSummary(total=len(points))
-    threads = opts.threads or default_threads(opts.workers)
-    cache = (opts.out / "datasets").resolve()
-    store = ResultsStore(opts.db)
-    pending = list(points)
-    active: dict[Any, tuple[GridPoint, float]] = {}  # handle -> (point, started)
-    view = _View(name, opts.progress, len(points))
-    backend = None
+    with interrupt.handle_signals():
+        return _Driver(points, opts, name, execute).run()
+
+
+class _Driver:
+    """The sweep's driver loop: claims points, hands them to workers, records what returns."""
+
+    def __init__(self, points, opts: SweepOptions, name: str, execute) -> None:
+        self.opts, self.name, self.execute = opts, name, execute
+        self.summary = SweepSummary(total=len(points))
+        self.threads = opts.threads or default_threads(opts.workers)
+        self.cache = (opts.out / "datasets").resolve()
+        self.pending = list(points)
+        self.active: dict[Any, tuple[GridPoint, str]] = {}  # handle -> (point, claim token)
+        self.backend = None
+        self.stopping_since: float | None = None
+
+    def run(self) -> SweepSummary:
+        t_start = time.time()
+        store = ResultsStore(self.opts.db)
+        view = _View(self.name, self.opts.progress, len(self.pending))
+        try:
+            with view:
+                self._loop(store, view)
+        except BaseException as exc:  # a second signal (Aborted), or a bug: stop everything
+            self._abandon(store, exc)
+            raise
+        finally:
+            if self.backend is not None:
+                self.backend.shutdown(abort=False)
+            store.close()
+        self.summary.seconds = time.time() - t_start
+        return self.summary
+
+    def _loop(self, store: ResultsStore, view: _View) -> None:
+        opts, summary = self.opts, self.summary
+        while self.pending or self.active:
+            stop = interrupt.pending()
+            if stop is not None and self.stopping_since is None:
+                self._stop(stop)
+            while self.stopping_since is None and self.pending and len(self.active) < opts.workers:
+                self._submit(store, view, self.pending.pop(0))
+            if not self.active:
+                if self.stopping_since is not None:
+                    break
+                continue
+            if (
+                self.stopping_since is not None
+                and time.time() - self.stopping_since > opts.stop_grace
+            ):
+                raise interrupt.Aborted(summary.stopped_by or "stop", summary.exit_code)
+            done = self.backend.wait(list(self.active), timeout=0.25)
+            _drain(self.backend, store, view, summary)
+            for handle in done:
+                self._record(store, view, handle)
+            view.heartbeat(store, opts.heartbeat_every, self.tokens())
+
+    def tokens(self) -> dict[str, str]:
+        return {point.run_id: token for point, token in self.active.values()}
+
+    def _submit(self, store: ResultsStore, view: _View, point: GridPoint) -> None:
+        run_dir = run_dir_of(self.opts, point)
+        mode, token, why = _try_claim(store, point, run_dir, self.opts)
+        if mode is None:
+            self.summary.skipped[why] = self.summary.skipped.get(why, 0) + 1
+            view.skip()
+            return
+        if self.backend is None:
+            self.backend = _make_backend(self.opts, self.threads)
+        task = {
+            "run_id": point.run_id,
+            "config": point.config.model_dump(),
+            "run_dir": str(run_dir),
+            "cache": str(self.cache),
+            "threads": self.threads,
+            "mode": mode,
+        }
+        self.active[self.backend.submit(self.execute, task)] = (point, token)
+        view.add(point)
+        self.summary.ran += 1
+
+    def _record(self, store: ResultsStore, view: _View, handle: Any) -> None:
+        """Record a finished handle: the run finished, failed, or was interrupted."""
+        point, token = self.active.pop(handle)
+        summary = self.summary
+        try:
+            out = self.backend.result(handle)
+        except BaseException as exc:  # the run failed, was interrupted, or its worker died
+            error = _error_text(exc, self.backend)
+            interrupted = error.startswith(INTERRUPTED)
+            _write(store.fail_run, point.run_id, error, token=token)
+            if interrupted:
+                summary.interrupted += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((point.name, error))
+            view.done(point, ok=False)
+            if self.backend.broken(exc):
+                self.backend.shutdown(abort=True)
+                self.backend = None
+                for other, other_token in self.active.values():
+                    error = f"{INTERRUPTED}: worker pool broke"
+                    _write(store.fail_run, other.run_id, error, token=other_token)
+                    self.pending.insert(0, other)
+                self.active.clear()
+            return
+        ok = _write(
+            store.finish_run,
+            point.run_id,
+            metrics=out["metrics"],
+            timings=out["timings"],
+            token=token,
+        )
+        if ok:
+            store.update_run(point.run_id, token=token, params=out["params"])
+            summary.finished += 1
+        else:
+            summary.skipped["lost its claim"] = summary.skipped.get("lost its claim", 0) + 1
+        view.done(point, ok=ok)
+
+    def _stop(self, stop: tuple[str, int]) -> None:
+        """The first stop signal: start nothing new, ask every worker to checkpoint and stop."""
+        self.summary.stopped_by, self.summary.exit_code = stop
+        self.stopping_since = time.time()
+        self.pending.clear()
+        if self.backend is not None:
+            self.backend.stop(list(self.active))
+
+    def _abandon(self, store: ResultsStore, exc: BaseException) -> None:
+        """Stop at once: every active run recorded interrupted, every worker killed."""
+        for point, token in self.active.values():
+            reason = getattr(exc, "reason", type(exc).__name__)
+            _write(store.fail_run, point.run_id, f"{INTERRUPTED}: {reason}", token=token)
+        if self.backend is not None:
+            self.backend.shutdown(abort=True)
+            self.backend = None
+
+
+def _write(method: Callable, *args: Any, **kwargs: Any) -> bool:
+    """A store write on behalf of a claim; False when the claim was lost to another sweep."""
     try:
-        with view:
-            while pending or active:
-                while pending and len(active) < opts.workers:
-                    point = pending.pop(0)
-                    run_dir = run_dir_of(opts, point)
-                    mode, why = _try_claim(store, point, run_dir, opts)
-                    if mode is None:
-                        summary.skipped[why] = summary.skipped.get(why, 0) + 1
-                        view.skip()
-                        continue
-                    if backend is None:
-                        backend = _make_backend(opts, threads)
-                    task = {
-                        "run_id": point.run_id,
-                        "config": point.config.model_dump(),
-                        "run_dir": str(run_dir),
-                        "cache": str(cache),
-                        "threads": threads,
-                        "mode": mode,
-                    }
-                    active[backend.submit(execute, task)] = (point, time.time())
-                    view.add(point)
-                    summary.ran += 1
-                if not active:
-                    continue
-                done = backend.wait(list(active), timeout=0.25)
-                _drain(backend, store, view, summary)
-                for handle in done:
-                    point, _ = active.pop(handle)
-                    try:
-                        out = backend.result(handle)
-                    except BaseException as exc:  # the run failed (or its worker died)
-                        error = _error_text(exc, backend)
-                        store.fail_run(point.run_id, error)
-                        summary.failed += 1
-                        summary.failures.append((point.name, error))
-                        view.done(point, ok=False)
-                        if backend.broken(exc):
-                            backend.shutdown(abort=True)
-                            backend = None
-                            for other, _ in active.values():
-                                store.fail_run(other.run_id, f"{INTERRUPTED}: worker pool broke")
-                                pending.insert(0, other)
-                            active.clear()
-                        continue
-                    store.finish_run(point.run_id, metrics=out["metrics"], timings=out["timings"])
-                    store.update_run(point.run_id, params=out["params"])
-                    summary.finished += 1
-                    view.done(point, ok=True)
-                view.heartbeat(store, opts.heartbeat_every)
-    except BaseException as exc:
-        for point, _ in active.values():
-            store.fail_run(point.run_id, f"{INTERRUPTED}: {type(exc).__name__}")
-        if backend is not None:
-            backend.shutdown(abort=True)
-            backend = None
-        raise
-    finally:
-        if backend is not None:
-            backend.shutdown(abort=False)
-        store.close()
-    summary.seconds = time.time() - t_start
-    return summary
+        method(*args, **kwargs)
+        return True
+    except LostClaim:
+        return False
 
 
 def _make_backend(opts: SweepOptions, threads: int):
@@ -471,6 +610,10 @@ def _error_text(exc: BaseException, backend) -> str:
     if backend.broken(exc):
         return f"{INTERRUPTED}: a worker process died ({exc})"
     cause = getattr(exc, "cause", None) or exc  # Ray wraps the task's exception
+    if isinstance(cause, (interrupt.RunInterrupted, interrupt.Aborted)):
+        return f"{INTERRUPTED}: {cause.reason}" + (
+            f" at step {cause.step:,}" if getattr(cause, "step", None) is not None else ""
+        )
     text = f"{type(cause).__name__}: {cause}".strip()
     return text.splitlines()[0][:500] if text else type(cause).__name__
 
@@ -556,16 +699,14 @@ class _View:
         self.counts["ok" if ok else "failed"] += 1
         self._sweep_info()
 
-    def heartbeat(self, store: ResultsStore, every: float) -> None:
+    def heartbeat(self, store: ResultsStore, every: float, tokens: dict[str, str]) -> None:
         """Touch the rows of active runs so other sweeps can tell them from dead ones."""
         if time.time() - self.last_beat < every:
             return
         self.last_beat = time.time()
         for run_id, (step, total) in self.steps.items():
-            store.update_run(
-                run_id,
-                timings={"heartbeat": self.last_beat, "step": step, "total_steps": total},
-            )
+            timings = {"heartbeat": self.last_beat, "step": step, "total_steps": total}
+            _write(store.update_run, run_id, token=tokens.get(run_id), timings=timings)
 
 
 def describe_points(points: list[GridPoint], states: dict[str, str], cache: Path) -> list[dict]:

@@ -34,7 +34,13 @@ def measure(
     memorised bits (random strings; ``max_people`` then counts sequences). ``eval_seed``
     defaults to the dataset's evaluation seed (`kcap.data.dataset.DEFAULT_EVAL_SEED`)."""
     from kcap.data.dataset import DEFAULT_EVAL_SEED
+    from kcap.errors import require
+    from kcap.models.external import HFCausalLM, check_tokenizer
 
+    require(max_people is None or max_people >= 1, "max_people", f"must be >= 1; got {max_people}")
+    require(batch_size >= 1, "batch_size", f"must be >= 1; got {batch_size}")
+    if isinstance(model, HFCausalLM):  # a checkpoint made elsewhere: same token ids, or refuse
+        check_tokenizer(model, dataset)
     common = dict(
         P_count=P_count,
         params=params,

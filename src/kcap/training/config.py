@@ -1,13 +1,17 @@
 """Typed run configuration (dataset, model, training, measurement) loaded from YAML.
 
-Validation errors become one-line `KcapError`s naming the field (``training.lr: ...``), and
-``--set a.b=value`` overrides are applied to the raw mapping before validation.
+Validation errors become one-line `KcapError`s naming the field and what it allows
+(``training.lr: must be > 0; got -1``; an unknown key gets a did-you-mean and the allowed keys),
+invalid YAML names its file and line, and ``--set a.b=value`` overrides are checked against the
+schema, then applied to the raw mapping before validation.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,6 +127,20 @@ class ModelSpec(_Strict):
     preset: str = "gpt2-2-2"
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("overrides")
+    @classmethod
+    def _known_overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Every key a `ModelConfig` field; ``vocab_size`` is the dataset tokenizer's."""
+        if "vocab_size" in overrides:
+            raise ValueError(
+                "vocab_size cannot be overridden: the model's vocabulary is the dataset "
+                f"tokenizer's (got vocab_size={overrides['vocab_size']!r}); remove it"
+            )
+        for key in overrides:
+            if key not in override_keys():
+                raise ValueError(f"unknown key {key!r}{did_you_mean(key, override_keys())}")
+        return overrides
+
     @model_validator(mode="after")
     def _buildable(self) -> ModelSpec:
         """Fail at load time (before anything is written) if the preset cannot be built."""
@@ -151,6 +169,11 @@ class TrainingSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
     threads: int | None = Field(default=None, ge=1)
+    on_nan: Literal["stop", "skip", "restart"] = Field(
+        default="stop",
+        description="a non-finite loss or gradient: stop the run, skip the step, or restart "
+        "from the last checkpoint at half the learning rate (at most twice)",
+    )
     log: list[Literal["jsonl", "tensorboard"]] = Field(
         default_factory=lambda: list(DEFAULT_LOG),
         description="where the trainer logs: metrics.jsonl always, and TensorBoard scalars",
@@ -165,11 +188,13 @@ class TrainingSpec(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
-        """Leave ``log`` out of the dump while it is the default: configs written before it
-        existed keep their hash."""
+        """Leave ``log`` and ``on_nan`` out of the dump while they are the defaults: configs
+        written before they existed keep their hash."""
         data = handler(self)
         if data.get("log") == list(DEFAULT_LOG):
             data.pop("log")
+        if data.get("on_nan") == "stop":
+            data.pop("on_nan")
         return data
 
 
@@ -195,19 +220,161 @@ class RunConfig(_Strict):
     measurement: MeasurementSpec = Field(default_factory=MeasurementSpec)
 
 
+# ------------------------------------------------------------------------------ errors
+
+
+def did_you_mean(key: str, allowed: typing.Iterable[str]) -> str:
+    """``"; did you mean 'lr'? (allowed: a, b, ...)"``: the closest allowed keys, then all."""
+    allowed = sorted(allowed)
+    if not allowed:
+        return ""
+    close = difflib.get_close_matches(key, allowed, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"{hint} (allowed: {', '.join(allowed)})"
+
+
+def override_keys() -> set[str]:
+    """The keys ``model.overrides`` accepts: the `ModelConfig` fields but the vocabulary (and
+    ``capacity_factor_eval``, retired but still accepted from saved configs)."""
+    from kcap.models.config import ModelConfig
+
+    return (set(ModelConfig.model_fields) - {"vocab_size"}) | {"capacity_factor_eval"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
+_BOUNDS |= {"less_than_equal": "<="}
+_TYPES = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model the location ``loc`` (of field names) leads to from ``model``."""
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        model = model_in(model.model_fields[part].annotation)
+    return model
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model class inside a field annotation (``X | None``, ...), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validation_error(e: ValidationError, root: type[BaseModel]) -> KcapError:
+    """The first error of ``e`` (validating ``root``) as a one-line `KcapError`: the field's
+    dotted path and what it allows, with the value given."""
+    err = e.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    if (
+        root is RunConfig
+        and loc[:1] == ("model",)
+        and loc[1:2]
+        and loc[1] not in ModelSpec.model_fields
+    ):
+        loc = ("model", "overrides", *loc[1:])  # a ModelConfig error raised by the preset
+    field = ".".join(loc) or "config"
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        parent = _fields_at(root, loc[:-1])
+        if loc[:2] == ("model", "overrides"):
+            allowed: typing.Iterable[str] = override_keys()
+        else:
+            allowed = parent.model_fields if parent is not None else ()
+        msg = f"unknown key{did_you_mean(loc[-1], allowed)}"
+    elif kind == "literal_error":
+        msg = f"must be one of {ctx['expected']}; got {_short(value)}"
+    elif kind in _BOUNDS:
+        bound = next(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le"))
+        msg = f"must be {_BOUNDS[kind]} {bound}; got {_short(value)}"
+    elif kind in _TYPES:
+        msg = f"must be {_TYPES[kind]}; got {_short(value)}"
+    elif kind == "missing":
+        msg = "is required"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    return KcapError(field, " ".join(msg.split()))
+
+
+def yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """``PATH line L, column C: what is wrong``: one line for invalid YAML."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{path}{where}: not valid YAML ({what})"
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _check_key(key: str) -> None:
+    """Refuse a ``--set`` key the schema does not have (with a did-you-mean)."""
+    model: type[BaseModel] | None = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if model is None:
+            if where == "model.overrides" and part == "vocab_size":
+                raise KcapError("--set", f"{key}: the model's vocabulary is the dataset's")
+            if where == "model.overrides" and part not in override_keys():
+                raise KcapError("--set", f"{key}: unknown key{did_you_mean(part, override_keys())}")
+            if where != "model.overrides" or i < len(parts) - 1:
+                raise KcapError("--set", f"{key}: {where} is not a config section")
+            return
+        if part not in model.model_fields:
+            raise KcapError(
+                "--set",
+                f"{key}: unknown key {part!r}{' in ' + where if where else ''}"
+                f"{did_you_mean(part, model.model_fields)}",
+            )
+        model = model_in(model.model_fields[part].annotation)
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` strings (values parsed as YAML scalars) to a nested mapping."""
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars) to a nested mapping;
+    a key that is not in the run config schema is refused."""
     for item in overrides:
         if "=" not in item:
             raise KcapError("--set", f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)
+        key = key.strip()
+        _check_key(key)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise KcapError("--set", f"{key}: value {value!r} is not valid YAML") from None
         node = raw
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise KcapError("--set", f"{key} does not name a config section")
-        node[parts[-1]] = yaml.safe_load(value)
+                raise KcapError("--set", f"{key}: {part} is not a mapping in this config")
+        node[parts[-1]] = parsed
     return raw
 
 
@@ -216,14 +383,7 @@ def parse_config(raw: dict) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error":
-            msg = f"must be one of {err['ctx']['expected']}; got {err['input']!r}"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        raise KcapError(field, msg) from None
+        raise validation_error(e, RunConfig) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -233,7 +393,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise KcapError("CONFIG", f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise KcapError("CONFIG", yaml_error(path, e)) from None
     if not isinstance(raw, dict):
         raise KcapError("CONFIG", f"{path} must hold a mapping of sections")
     return parse_config(apply_overrides(raw, overrides or []))

@@ -4,13 +4,18 @@ Run directory layout::
 
     RUN_DIR/config.yaml      the resolved run config (what `kcap train --resume` reloads)
     RUN_DIR/dataset/         the generated dataset, when the config generates one
-    RUN_DIR/checkpoint.pt    model, optimizer, step, stream state, RNG (atomic, every K steps)
+    RUN_DIR/checkpoint.pt    model, optimizer, step, stream state, RNG (atomic and
+                             checksummed, every K steps; checkpoint.prev.pt keeps the one before)
     RUN_DIR/metrics.jsonl    one JSON line per logged step / in-training measurement
     RUN_DIR/measure.json     the final measurement (bits, P, R, R_max, recall, ...)
     RUN_DIR/run.json         summary: parameter counts, steps, tokens, realised exposures, timings
 
 A resumed run restores the model, optimizer, step and stream position, so on CPU it is bitwise
-equal to an uninterrupted run (a test checks this).
+equal to an uninterrupted run, however it was stopped (tests kill it with SIGKILL at random
+steps). A stop request (`kcap.training.interrupt`: SIGTERM, SIGINT, a vanished coordinator) is
+honoured between steps: checkpoint, then `RunInterrupted`. A loss or gradient that is not finite
+is handled by ``training.on_nan``: stop (no checkpoint of the broken weights is written), skip
+the step, or restart from the last checkpoint at half the learning rate (at most twice).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from kcap.atomic import write_text_atomic
 from kcap.data.biod import BioDParams, build_biod
 from kcap.data.bios import build_bios
 from kcap.data.build import write_dataset
@@ -39,12 +46,18 @@ from kcap.models import GPT, ModelConfig, count_parameters, preset
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
 from kcap.training import checkpoint as ckpt
+from kcap.training import interrupt
 from kcap.training.config import RunConfig, config_hash, parse_config
 from kcap.training.mfu import flops_per_token, peak_flops
 from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
 from kcap.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 
 CONFIG, METRICS, MEASURE, SUMMARY = "config.yaml", "metrics.jsonl", "measure.json", "run.json"
+MAX_NAN_RESTARTS = 2
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient stopped being finite (``training.on_nan`` says what then)."""
 
 
 def physical_cores() -> int:
@@ -171,7 +184,7 @@ class Trainer:
         self.amp = autocast_dtype(t.dtype, self.device)
         self.dataset = prepare_dataset(cfg, self.run_dir)  # a bad dataset fails before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        write_text_atomic(self.run_dir / CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         torch.manual_seed(t.seed)
         self.model_cfg = model_config(cfg, self.dataset)
         self.model = GPT(self.model_cfg).to(self.device)
@@ -186,6 +199,11 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.train_seconds = 0.0
+        self.lr_scale = 1.0  # halved by each restart after a non-finite loss
+        self.nan_restarts = 0
+        self.skipped_steps = 0  # on_nan: skip
+        self.checkpoint_step: int | None = None  # the step of the last good checkpoint
+        self._bad_step: torch.Tensor | None = None  # first non-finite step, kept on the device
         self._forward = torch.compile(self.model) if t.compile else self.model
 
     # ------------------------------------------------------------------ checkpoints
@@ -200,16 +218,24 @@ class Trainer:
             "counts": self.stream.counts,
             "torch_rng": torch.get_rng_state(),
             "config_hash": _hash(self.cfg),
+            "lr_scale": self.lr_scale,
+            "nan_restarts": self.nan_restarts,
+            "skipped_steps": self.skipped_steps,
         }
 
     def save_checkpoint(self) -> None:
-        ckpt.save_atomic(self.state_dict(), self.run_dir / ckpt.CHECKPOINT)
+        """Checkpoint the current state -- never weights that a non-finite step has touched."""
+        self._raise_if_diverged()
+        ckpt.save(self.state_dict(), self.run_dir)
+        self.checkpoint_step = self.step
 
     def load_checkpoint(self) -> bool:
-        path = self.run_dir / ckpt.CHECKPOINT
-        if not path.is_file():
+        """Restore the newest good checkpoint (False when there is none); the metrics logged
+        after it are dropped, since the resumed run logs those steps again."""
+        found = ckpt.load_latest(self.run_dir, warn=_warn)
+        if found is None:
             return False
-        state = ckpt.load(path)
+        state, path = found
         if state["config_hash"] != _hash(self.cfg):
             raise KcapError("--resume", f"{path} was written by a different config")
         self.step, self.tokens = state["step"], state["tokens"]
@@ -219,6 +245,12 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         self.stream.counts = state["counts"]
         torch.set_rng_state(state["torch_rng"])
+        self.lr_scale = state.get("lr_scale", 1.0)
+        self.nan_restarts = state.get("nan_restarts", 0)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.checkpoint_step = self.step
+        self._bad_step = None
+        _truncate_metrics(self.run_dir / METRICS, self.step, self.total_steps)
         return True
 
     # ------------------------------------------------------------------ training
@@ -237,9 +269,10 @@ class Trainer:
         return x.to(self.device), y.to(self.device), n_targets
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, n_targets: int) -> torch.Tensor:
-        """One optimizer step; returns the (detached) loss without synchronising the device."""
+        """One optimizer step; returns the (detached) loss without synchronising the device
+        (except with ``on_nan: skip``, which must look at the loss before stepping)."""
         t = self.cfg.training
-        lr = lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
+        lr = self.lr_scale * lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         ctx = (
@@ -252,13 +285,59 @@ class Trainer:
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
             total = loss + self.model.aux_loss()  # MoE balancing loss; zero for dense models
         total.backward()
+        finite = torch.isfinite(total.detach())
         if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            finite = finite & torch.isfinite(norm)
+        if t.on_nan == "skip" and not bool(finite):  # a host sync, the price of skipping
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if t.on_nan != "skip":
+                bad = torch.where(finite, -1, self.step)
+                prev = self._bad_step
+                self._bad_step = bad if prev is None else torch.where(prev >= 0, prev, bad)
         self.step += 1
         self.tokens += n_targets
         return loss.detach()
+
+    def _raise_if_diverged(self) -> None:
+        """Raise `TrainingDiverged` if a step since the last check was not finite."""
+        if self._bad_step is None:
+            return
+        bad = int(self._bad_step)  # a device sync: done at log and checkpoint steps only on GPU
+        if bad < 0:
+            return
+        where = (
+            f"the last good checkpoint is step {self.checkpoint_step:,} "
+            f"({self.run_dir / ckpt.CHECKPOINT})"
+            if self.checkpoint_step is not None
+            else "no checkpoint was written"
+        )
+        raise TrainingDiverged(f"loss or gradient is not finite at step {bad + 1:,}; {where}")
+
+    def _check(self) -> bool:
+        """Raise `TrainingDiverged` after a non-finite step -- or, with ``on_nan: restart``, go
+        back to the last checkpoint at half the learning rate and return True."""
+        try:
+            self._raise_if_diverged()
+            return False
+        except TrainingDiverged as e:
+            t = self.cfg.training
+            if t.on_nan != "restart" or self.nan_restarts >= MAX_NAN_RESTARTS:
+                if t.on_nan == "restart":
+                    gave_up = f"{e}; gave up after {MAX_NAN_RESTARTS} restarts"
+                    raise TrainingDiverged(gave_up) from None
+                raise
+            restarts, scale, bad_at = self.nan_restarts + 1, self.lr_scale / 2, str(e)
+            if not self.load_checkpoint():
+                raise TrainingDiverged(f"{e}; nothing to restart from") from None
+            self.nan_restarts, self.lr_scale = restarts, scale
+            self._log({"step": self.step, "event": "nan_restart", "lr_scale": scale})
+            _warn(f"{bad_at}; restarting from step {self.step:,} at {scale:g} x the lr")
+            return True
 
     def measure(self, max_people: int | None = None) -> Measurement:
         return measure_run(
@@ -282,6 +361,9 @@ class Trainer:
         """Train to the end (or to step ``stop_at``, for tests), then measure everyone."""
         t, m = self.cfg.training, self.cfg.measurement
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
+        if t.on_nan == "restart" and self.checkpoint_step is None:
+            self.save_checkpoint()  # something to go back to before the first checkpoint
+        host_device = self.device.type == "cpu"
         bar = _progress(self.show_progress)
         with bar:
             task = bar.add_task(
@@ -289,6 +371,12 @@ class Trainer:
             )
             window_start, window_tokens = time.perf_counter(), 0
             while self.step < end:
+                stop = interrupt.pending()
+                if stop is not None:
+                    if self._check():
+                        continue  # went back to the last checkpoint: it is saved already
+                    self.save_checkpoint()
+                    raise interrupt.RunInterrupted(stop[0], self.step, stop[1])
                 batch = self._batch()
                 if batch is None:
                     break
@@ -296,7 +384,14 @@ class Trainer:
                 loss_t = self.train_step(*batch)
                 self.train_seconds += time.perf_counter() - t0
                 window_tokens += batch[1].numel()
-                if self.step % t.log_every == 0 or self.step == end:
+                log_step = self.step % t.log_every == 0 or self.step == end
+                save_step = self.step % t.checkpoint_every == 0
+                # Non-finite steps: looked for every step on the CPU (free), at log and
+                # checkpoint steps on a GPU (a device sync).
+                if (host_device or log_step or save_step) and self._check():
+                    window_start, window_tokens = time.perf_counter(), 0
+                    continue
+                if log_step:
                     loss = float(loss_t)  # the only device sync, at log steps
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
@@ -318,7 +413,7 @@ class Trainer:
                     r = self.measure(m.during_max_people)
                     self._log({"step": self.step, "measure": _brief(r)})
                     window_start, window_tokens = time.perf_counter(), 0  # measuring isn't training
-                if self.step % t.checkpoint_every == 0:
+                if save_step:
                     self.save_checkpoint()
             bar.update(task, completed=self.step)
         self.save_checkpoint()
@@ -359,6 +454,29 @@ class Trainer:
         if stream_stats:
             summary["stream"] = stream_stats
         return summary
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _truncate_metrics(path: Path, step: int, total_steps: int) -> None:
+    """Drop the records of ``metrics.jsonl`` logged after the checkpoint of ``step`` (and a line
+    torn by a kill). At a step, everything is logged before its checkpoint except the final
+    measurement, which follows the last checkpoint."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        at = record.get("step", 0)
+        final = at == total_steps and "measure" in record
+        if at < step or (at == step and not final):
+            kept.append(line)
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def _brief(r: Measurement) -> dict:
@@ -428,16 +546,28 @@ def measure_run(
     )
 
 
-def load_run(run_dir: str | Path) -> tuple[RunConfig, Dataset, GPT, dict]:
-    """Config, dataset, trained model (from the checkpoint) and parameter counts of a run."""
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory was trained with (its ``config.yaml``)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise KcapError("RUN_DIR", f"{run_dir} is not a kcap run directory (no {CONFIG})")
-    cfg = parse_config(yaml.safe_load((run_dir / CONFIG).read_text()))
+    return parse_config(yaml.safe_load((run_dir / CONFIG).read_text()))
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, Dataset, GPT, dict]:
+    """Config, dataset, trained model (from the checkpoint) and parameter counts of a run."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    if not ckpt.exists(run_dir):  # before the dataset is prepared: refuse without writing
+        raise KcapError("RUN_DIR", f"{run_dir} has no checkpoint yet")
+    state, path = ckpt.load_latest(run_dir, warn=_warn)
+    if state.get("config_hash") not in (None, _hash(cfg)):
+        raise KcapError("RUN_DIR", f"{path} was written by a different config than {CONFIG}")
     dataset = prepare_dataset(cfg, run_dir)
     model = GPT(model_config(cfg, dataset))
-    path = run_dir / ckpt.CHECKPOINT
-    if not path.is_file():
-        raise KcapError("RUN_DIR", f"{run_dir} has no checkpoint yet")
-    model.load_state_dict(ckpt.load(path)["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise KcapError("RUN_DIR", f"{path} does not fit the model of {CONFIG} ({first})") from None
     return cfg, dataset, model, param_counts(model, dataset)
