@@ -162,6 +162,12 @@ def biod_orders(n_people: int, k: int, *key: int) -> np.ndarray:
     return rng.permuted(np.tile(np.arange(k, dtype=np.int32), (n_people, 1)), axis=1)
 
 
+def sentence_head(attribute: int, first: bool) -> str:
+    """The text that opens the sentence of ``attribute``: after the name in the first sentence,
+    after the previous sentence's period in the others."""
+    return f"'s ID {attribute + 1} is" if first else f" Their ID {attribute + 1} is"
+
+
 class BioDRenderer:
     """Renders bioD people as labelled documents (value pieces are single chunks)."""
 
@@ -173,8 +179,7 @@ class BioDRenderer:
         first, middle, last = pop.full_name(person).split(" ")
         pieces: list[Piece] = [(first, NAME, 0), (" " + middle, NAME, 0), (" " + last, NAME, 0)]
         for pos, a in enumerate(order.tolist()):
-            head = f"'s ID {a + 1} is" if pos == 0 else f" Their ID {a + 1} is"
-            pieces.append((head, OTHER, 0))
+            pieces.append((sentence_head(a, pos == 0), OTHER, 0))
             for j, c in enumerate(pop.values[person, a].tolist()):
                 pieces.append((" " + pop.chunk_text(a, c), VALUE_BASE + a, j))
             pieces.append((".", OTHER, 0))
@@ -234,7 +239,8 @@ class BioDSource:
         self._cached: tuple[int, np.ndarray] | None = None
         self._lengths: tuple[KTokenizer, tuple[np.ndarray, np.ndarray]] | None = None
 
-    def _orders(self, exposure: int) -> np.ndarray:
+    def orders_at(self, exposure: int) -> np.ndarray:
+        """Everyone's sentence orders [N, K] at ``exposure`` (cached)."""
         e = 0 if self.fixed else exposure
         if self._cached is None or self._cached[0] != e:
             self._cached = (e, biod_orders(self.n, self.k, self.seed, self.tag, e))
@@ -244,7 +250,7 @@ class BioDSource:
         """Tokens in every person's document at ``exposure`` (eos excluded), from tables: only
         which attribute comes first changes a document's length."""
         base, heads = self._length_tables(tok)
-        first_attr = self._orders(exposure)[:, 0]
+        first_attr = self.orders_at(exposure)[:, 0]
         return base + heads[first_attr, 0] - heads[first_attr, 1]
 
     def _length_tables(self, tok: KTokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +264,7 @@ class BioDSource:
         first, middle, last = P.split_name(pop.name)
         name = first_len[first, 0] + middle_len[middle] + last_len[last]
         heads = np.array(
-            [[piece(f"'s ID {a + 1} is"), piece(f" Their ID {a + 1} is")] for a in range(self.k)]
+            [[piece(sentence_head(a, opens)) for opens in (True, False)] for a in range(self.k)]
         )
         chunks = np.array(
             [
@@ -272,7 +278,7 @@ class BioDSource:
         return base, heads
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
-        orders = self._orders(exposure)
+        orders = self.orders_at(exposure)
         for p in people.tolist():
             yield self.renderer.render(p, orders[p])
 

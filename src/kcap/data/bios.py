@@ -18,6 +18,7 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -205,12 +206,67 @@ def stating_gender(
     return tmpl
 
 
+@dataclass(frozen=True)
+class RenderTables:
+    """What rendering bioS prepares once, the same for every population and variant: each
+    template's segments for every (gender, subject mode, leading space) -- ``compiled[attr]
+    [template][gender][subject_is_name][lead]`` -- and the name and value pieces of every pool
+    entry (first names as (without, with) a leading space; values by attribute). Shared by every
+    renderer (read-only); `kcap.data.piece_rows` indexes them too."""
+
+    compiled: list
+    first_pieces: list[tuple[Piece, Piece]]
+    middle_pieces: list[Piece]
+    last_pieces: list[Piece]
+    attribute_pieces: list[list[Piece]]
+
+
+@cache
+def render_tables() -> RenderTables:
+    """The package's `RenderTables` (built once per process)."""
+    templates = load_templates()
+    compiled = [
+        [
+            [
+                [[_pieces(t.compile(g, bool(s), bool(lead))) for lead in (0, 1)] for s in (0, 1)]
+                for g in (0, 1)
+            ]
+            for t in templates[a]
+        ]
+        for a in ATTRIBUTES
+    ]
+    pools = P.load_pools()
+    dates = [
+        P.format_date(m, d, y)
+        for m in range(P.N_MONTHS)
+        for d in range(P.N_DAYS)
+        for y in range(P.N_YEARS)
+    ]
+    pool_values = (
+        dates,
+        pools.cities,
+        pools.universities,
+        pools.majors,
+        pools.companies,
+        pools.company_hq,
+    )
+    return RenderTables(
+        compiled=compiled,
+        first_pieces=[((f, NAME, 0), (" " + f, NAME, 0)) for f in pools.first],
+        middle_pieces=[(" " + m, NAME, 0) for m in pools.middle],
+        last_pieces=[(" " + x, NAME, 0) for x in pools.last],
+        attribute_pieces=[
+            [(" " + v, label, 0) for v in values]
+            for values, label in zip(pool_values, ATTRIBUTE_LABELS, strict=True)
+        ],
+    )
+
+
 class BioSRenderer:
     """Renders people of a population as labelled documents, for one variant.
 
-    Everything that does not depend on the person is prepared once: each template's segments for
-    every (gender, subject mode, leading space), and the value and name pieces of every pool entry,
-    so rendering a biography is a few list appends (the stream needs >= 50k documents/s).
+    Everything that does not depend on the person is prepared once per process (`RenderTables`),
+    so rendering a biography is a few list appends and making a renderer costs nothing.
     """
 
     def __init__(self, population: BioSPopulation, variant: str = "online"):
@@ -218,43 +274,12 @@ class BioSRenderer:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
         self.population = population
         self.variant = variant
-        templates = load_templates()
-        # compiled[attr][template][gender][subject_is_name][lead] -> segments
-        self.compiled = [
-            [
-                [
-                    [
-                        [_pieces(t.compile(g, bool(s), bool(lead))) for lead in (0, 1)]
-                        for s in (0, 1)
-                    ]
-                    for g in (0, 1)
-                ]
-                for t in templates[a]
-            ]
-            for a in ATTRIBUTES
-        ]
-        pools = P.load_pools()
-        self._first = [((f, NAME, 0), (" " + f, NAME, 0)) for f in pools.first]
-        self._middle = [(" " + m, NAME, 0) for m in pools.middle]
-        self._last = [(" " + x, NAME, 0) for x in pools.last]
-        dates = [
-            P.format_date(m, d, y)
-            for m in range(P.N_MONTHS)
-            for d in range(P.N_DAYS)
-            for y in range(P.N_YEARS)
-        ]
-        pool_values = (
-            dates,
-            pools.cities,
-            pools.universities,
-            pools.majors,
-            pools.companies,
-            pools.company_hq,
-        )
-        self._values = [
-            [(" " + v, label, 0) for v in values]
-            for values, label in zip(pool_values, ATTRIBUTE_LABELS, strict=True)
-        ]
+        self.tables = tables = render_tables()
+        self.compiled = tables.compiled
+        self.first_pieces = tables.first_pieces
+        self.middle_pieces = tables.middle_pieces
+        self.last_pieces = tables.last_pieces
+        self.attribute_pieces = tables.attribute_pieces
 
     def length_tables(self, tok) -> tuple[np.ndarray, tuple, tuple]:
         """Token-count tables for `BioSSource.token_lengths` (cached per tokenizer):
@@ -277,13 +302,15 @@ class BioSRenderer:
                                 if k in (LIT, PRONOUN)
                             )
         names = name_part_lengths(tok)
-        values = tuple(np.array([n(p) for p in pieces], dtype=np.int64) for pieces in self._values)
+        values = tuple(
+            np.array([n(p) for p in pieces], dtype=np.int64) for pieces in self.attribute_pieces
+        )
         self._length_tables = (tok, (fixed, names, values))
         return fixed, names, values
 
     def value_pieces(self) -> list[str]:
         """The text of every value piece any person can have (all pools, leading space)."""
-        return [piece[0] for values in self._values for piece in values]
+        return [piece[0] for values in self.attribute_pieces for piece in values]
 
     def pronoun_templates(self) -> list[np.ndarray]:
         """Per attribute, which templates hold a pronoun when the subject is the full name (the
@@ -315,7 +342,7 @@ class BioSRenderer:
             employer,
         )
         fullname = self.variant == "fullname"
-        compiled, values = self.compiled, self._values
+        compiled, values = self.compiled, self.attribute_pieces
         pieces: list[Piece] = []
         append = pieces.append
         gender_seen = False
@@ -327,9 +354,9 @@ class BioSRenderer:
                 elif kind == VALUE:
                     append(values[a][value_index[a]])
                 elif kind == SEG_NAME:
-                    append(self._first[first][piece])
-                    append(self._middle[middle])
-                    append(self._last[last])
+                    append(self.first_pieces[first][piece])
+                    append(self.middle_pieces[middle])
+                    append(self.last_pieces[last])
                 else:  # a pronoun: the first one in the document carries the gender
                     append(piece[gender_seen])
                     gender_seen = True
@@ -389,7 +416,8 @@ class BioSSource:
         self.state_gender = eval_ and variant == "fullname"
         self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
-    def _layouts(self, exposure: int) -> tuple[np.ndarray, np.ndarray]:
+    def layouts_at(self, exposure: int) -> tuple[np.ndarray, np.ndarray]:
+        """Everyone's template choices and sentence orders [N, 6] at ``exposure`` (cached)."""
         e = 0 if self.fixed else exposure
         if self._cached is None or self._cached[0] != e:
             tmpl, order = layouts(self.n, self.seed, self.tag, e)
@@ -404,7 +432,7 @@ class BioSSource:
         in a few vectorised operations: the stream counts a run's exact length without
         rendering it (a dry pass would cost as much as the run's data generation)."""
         fixed, names, values = self.renderer.length_tables(tok)
-        tmpl, order = self._layouts(exposure)
+        tmpl, order = self.layouts_at(exposure)
         pop = self.renderer.population
         rows = np.arange(self.n)
         g = pop.gender.astype(np.int64)
@@ -425,7 +453,7 @@ class BioSSource:
         return total
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
-        tmpl, order = self._layouts(exposure)
+        tmpl, order = self.layouts_at(exposure)
         render = self.renderer.render
         rows = zip(people.tolist(), tmpl[people].tolist(), order[people].tolist(), strict=True)
         for p, t, o in rows:

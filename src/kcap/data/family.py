@@ -30,7 +30,9 @@ class DocumentSource(Protocol):
     any exposure (a pure function of the exposure: any document can be rendered on its own).
 
     A source may also offer ``token_lengths(tok, exposure) -> int array [N]`` (every person's
-    document length, eos excluded); the stream then counts a run without rendering it."""
+    document length, eos excluded); the stream then counts a run without rendering it. And a
+    source whose documents are drawn from a fixed set of pieces may have piece rows
+    (`kcap.data.piece_rows`); the stream then renders it by vectorised gathers."""
 
     n: int
 

@@ -185,13 +185,17 @@ class RandomJunkSource:
         rng = rng_for(self.seed, TAG_JUNK, block)
         return BioSPopulation.from_names(self.seed, self.block_names(block), rng)
 
+    def block_layouts(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """Template choices and sentence orders [B, 6] of the junk people of block ``block``."""
+        return layouts(self.n, self.seed, TAG_JUNK_LAYOUT, block)
+
     def _block(self, exposure: int) -> Callable[[int], Document]:
         """Renders junk person p (0 <= p < B) of block ``exposure``."""
         pop = self.people(exposure)
         if self._renderer is None:
             self._renderer = BioSRenderer(pop, "online")
         renderer = self._renderer.for_population(pop)
-        tmpl, order = (a.tolist() for a in layouts(self.n, self.seed, TAG_JUNK_LAYOUT, exposure))
+        tmpl, order = (a.tolist() for a in self.block_layouts(exposure))
         return lambda p: renderer.render(p, tmpl[p], order[p])
 
     def documents(self, exposure: int, people: np.ndarray) -> Iterator[Document]:
@@ -217,10 +221,13 @@ class RandomBioDJunkSource(RandomJunkSource):
         rng = rng_for(self.seed, TAG_JUNK, block)
         return self.useful.with_people(self.block_names(block), rng)
 
+    def block_orders(self, block: int) -> np.ndarray:
+        """Sentence orders [B, K] of the junk people of block ``block``."""
+        return biod_orders(self.n, self.useful.params.k, self.seed, TAG_JUNK_LAYOUT, block)
+
     def _block(self, exposure: int) -> Callable[[int], Document]:
         renderer = BioDRenderer(self.people(exposure))
-        k = self.useful.params.k
-        orders = biod_orders(self.n, k, self.seed, TAG_JUNK_LAYOUT, exposure)
+        orders = self.block_orders(exposure)
         return lambda p: renderer.render(p, orders[p])
 
 

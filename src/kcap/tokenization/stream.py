@@ -10,6 +10,12 @@ exactly once. The last window is padded with ``-1`` (ignored by the loss).
 The stream state (exposure, position, carried tokens) is tiny and is saved in checkpoints, so a
 resumed run sees exactly the windows an uninterrupted run would: no replay, no skip.
 
+Two paths render a block of documents, with the same tokens: by default, when the source has
+piece rows (`kcap.data.piece_rows`: bioS, bioD and their junk), by vectorised gathers over
+pre-tokenised pieces (`kcap.tokenization.gather`); otherwise (bioR's free text, or with
+``vectorised=False``, the reference the tests compare against) document by document, through the
+tokenizer's piece cache. The state does not say which path wrote it: either resumes the other's.
+
 Every training stream (this one, `kcap.tokenization.mixture.MixtureStream`,
 `kcap.tokenization.rows.SequenceStream`) offers the same surface to the trainer: iteration over
 `Window`s, ``counts`` (realised exposures per person), ``count_windows()``, ``state_dict()`` /
@@ -25,6 +31,8 @@ import numpy as np
 
 from kcap.data.bios import rng_for
 from kcap.data.family import DocumentSource
+from kcap.data.piece_rows import PieceRows, piece_rows
+from kcap.tokenization.gather import PieceTokens, piece_tokens
 from kcap.tokenization.tokenizer import KTokenizer
 
 TAG_ORDER = 3
@@ -69,7 +77,10 @@ class Window:
 
 
 class ExposureStream:
-    """Yields `Window`s over E exposures of every person, resumable from a `StreamState`."""
+    """Yields `Window`s over E exposures of every person, resumable from a `StreamState`.
+
+    ``vectorised`` renders by gathers when the source allows it (`vectorised_path` says whether
+    it does); False keeps the per-document path (the reference)."""
 
     def __init__(
         self,
@@ -82,6 +93,7 @@ class ExposureStream:
         state: StreamState | None = None,
         block: int = 512,
         order_tag: int = TAG_ORDER,
+        vectorised: bool = True,
     ):
         self.source = source
         self.tok = tokenizer
@@ -92,6 +104,8 @@ class ExposureStream:
         self.order_tag = order_tag
         self.counts = np.zeros(source.n, dtype=np.int64)  # realised exposures (this process)
         self._perm: tuple[int, np.ndarray] | None = None
+        self.vectorised = vectorised
+        self._gather: tuple[PieceRows, PieceTokens] | bool | None = None  # built on first use
         self.state = state or StreamState()
 
     @property
@@ -130,20 +144,56 @@ class ExposureStream:
             )
         return self._perm[1]
 
-    def _render_block(self) -> tuple[list[int], list[int], list[int]]:
-        """Tokens of the next block of documents, each followed by ``<|eos|>``."""
+    def _gathers(self) -> tuple[PieceRows, PieceTokens] | None:
+        """The source's piece rows and their pre-tokenised pieces (built once), or None: the
+        per-document path."""
+        if self._gather is None:
+            rows = piece_rows(self.source) if self.vectorised else None
+            self._gather = False if rows is None else (rows, piece_tokens(rows.table, self.tok))
+        return self._gather or None
+
+    @property
+    def vectorised_path(self) -> bool:
+        """Whether blocks are rendered by vectorised gathers (else document by document)."""
+        return self._gathers() is not None
+
+    def _render_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tokens (ids, people, labels) of the next block of documents, each followed by
+        ``<|eos|>`` (and the stream's opening ``<|eos|>`` before the first block)."""
         s = self._state
         eos = self.tok.eos_id
-        ids: list[int] = []
-        people: list[int] = []
-        labels: list[int] = []
-        if not s.started:
-            ids.append(eos), people.append(-1), labels.append(-1)
-            s.started = True
+        opening = not s.started
+        s.started = True
         perm = self.permutation(s.exposure)
         block = perm[s.position : s.position + self.block]
+        gathers = self._gathers()
+        if gathers is not None:
+            rows, tokens = gathers
+            ids, people, labels = tokens.render(*rows.rows(s.exposure, block))
+            if opening:
+                ids, people, labels = (
+                    np.insert(ids, 0, eos),
+                    np.insert(people, 0, -1),
+                    np.insert(labels, 0, -1),
+                )
+        else:
+            ids, people, labels = self._render_documents(s.exposure, block, opening)
+        self.counts[block] += 1  # a slice of a permutation: no person twice
+        s.position += len(block)
+        if s.position >= len(perm):
+            s.exposure, s.position = s.exposure + 1, 0
+        return ids, people, labels
+
+    def _render_documents(
+        self, exposure: int, block: np.ndarray, opening: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-document path: render each document and encode it through the piece cache."""
+        eos = self.tok.eos_id
+        ids: list[int] = [eos] if opening else []
+        people: list[int] = [-1] if opening else []
+        labels: list[int] = [-1] if opening else []
         encode = self.tok.encode_pieces
-        for doc in self.source.documents(s.exposure, block):
+        for doc in self.source.documents(exposure, block):
             doc_ids, doc_labels, _ = encode(doc.pieces)
             ids += doc_ids
             ids.append(eos)
@@ -151,11 +201,7 @@ class ExposureStream:
             people.append(-1)
             labels += doc_labels
             labels.append(-1)
-        np.add.at(self.counts, block, 1)
-        s.position += len(block)
-        if s.position >= len(perm):
-            s.exposure, s.position = s.exposure + 1, 0
-        return ids, people, labels
+        return tuple(np.asarray(a, dtype=np.int64) for a in (ids, people, labels))
 
     def _fill(self, need: int) -> None:
         """Extend the working buffer until it holds ``need`` tokens or the data is exhausted."""
@@ -170,9 +216,9 @@ class ExposureStream:
         if not self._state.started:  # an empty stream still opens with eos
             parts.append(self._render_block())
         rest = slice(self._pos, None)
-        self._ids = np.concatenate([self._ids[rest], *(np.asarray(p[0]) for p in parts)])
-        self._people = np.concatenate([self._people[rest], *(np.asarray(p[1]) for p in parts)])
-        self._labels = np.concatenate([self._labels[rest], *(np.asarray(p[2]) for p in parts)])
+        self._ids = np.concatenate([self._ids[rest], *(p[0] for p in parts)])
+        self._people = np.concatenate([self._people[rest], *(p[1] for p in parts)])
+        self._labels = np.concatenate([self._labels[rest], *(p[2] for p in parts)])
         self._pos = 0
 
     def __iter__(self) -> Iterator[Window]:
@@ -193,29 +239,41 @@ class ExposureStream:
             raise StopIteration
         take = min(size, have)
         a = self._pos
-        ids = np.full(n, PAD, dtype=np.int64)
-        people = np.full(n, -1, dtype=np.int64)
-        labels = np.full(n, -1, dtype=np.int64)
-        ids[:take] = self._ids[a : a + take]
-        people[:take] = self._people[a : a + take]
-        labels[:take] = self._labels[a : a + take]
+        if take == n:  # a full window: plain copies
+            ids = self._ids[a : a + n].copy()
+            people = self._people[a : a + n].copy()
+            labels = self._labels[a : a + n].copy()
+        else:
+            ids = np.full(n, PAD, dtype=np.int64)
+            people = np.full(n, -1, dtype=np.int64)
+            labels = np.full(n, -1, dtype=np.int64)
+            ids[:take] = self._ids[a : a + take]
+            people[:take] = self._people[a : a + take]
+            labels[:take] = self._labels[a : a + take]
         self._pos += take - 1  # the last token is also the first of the next window
         self._state.windows += 1
         return Window(ids, people, labels)
 
     def count_tokens(self) -> int:
         """Exact number of tokens the full stream holds: from the source's length tables when it
-        has them (bioS), else by a dry pass over every document."""
+        has them (bioS, bioD), else by a dry pass over every document (over its piece rows when
+        the stream renders by gathers)."""
         total = 1  # the opening eos
         lengths = getattr(self.source, "token_lengths", None)
         if lengths is not None:
             for e in range(self.exposures):
                 total += int(lengths(self.tok, e).sum()) + self.source.n
             return total
+        gathers = self._gathers()
         for e in range(self.exposures):
             perm = self.permutation(e)
             for start in range(0, len(perm), self.block * 16):
                 people = perm[start : start + self.block * 16]
+                if gathers is not None:
+                    rows, tokens = gathers
+                    total += int(tokens.document_lengths(rows.rows(e, people)[1]).sum())
+                    total += len(people)
+                    continue
                 for doc in self.source.documents(e, people):
                     total += sum(len(self.tok.piece_ids(p[0])) for p in doc.pieces) + 1
         return total
