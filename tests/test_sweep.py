@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -140,12 +141,8 @@ def test_real_sweep_shares_datasets_and_records_runs(tmp_path):
     assert [r["state"] for r in json.loads(listing.output)] == ["finished", "finished"]
 
 
-def test_ray_missing_is_one_clear_line(tmp_path):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("Ray is installed here")
+def test_ray_missing_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed (it is a dev extra)
+    monkeypatch.setitem(sys.modules, "ray.util.queue", None)
     with pytest.raises(KcapError, match=r"pip install 'kcap\[ray\]'"):
         run_sweep(_grid(1), _opts(tmp_path, ray="local"), execute=fake_execute)

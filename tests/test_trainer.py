@@ -86,3 +86,19 @@ def test_moe_run_logs_balance_and_measures(tmp_path, bios_dir):
     assert all(r["moe/aux/0"] > 0 and 0 <= r["moe/dropped/0"] <= 1 for r in logged)
     assert trainer.params["active"] < trainer.params["P"]
     assert 0 <= result.R <= result.R_max
+
+
+def test_run_report_reads_losses_past_logged_events(tmp_path):
+    from kcap.experiments.run_report import read_metrics
+
+    records = [
+        {"step": 1, "event": "compile", "compile_s": 12.5},
+        {"step": 1, "loss": 5.0, "lr": 1e-3},
+        {"step": 2, "event": "nan_restart", "lr_scale": 0.5},
+        {"step": 2, "loss": 4.0, "lr": 1e-3},
+        {"step": 2, "measure": {"bits": 1.0}},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    losses, measures = read_metrics(tmp_path)
+    assert [r["loss"] for r in losses] == [5.0, 4.0]
+    assert measures == [records[-1]]

@@ -99,3 +99,7 @@ app.command("export", help="Export a run as a Hugging Face checkpoint.")(export_
 app.command("sweep", help="Run a grid of configs, resumably, locally or on Ray.")(sweep_cmd.sweep)
 app.command("report", help="Plots and tables: the laws and the twelve results.")(report_cmd.report)
 app.command("plan", help="Parameters needed to store some knowledge.")(plan_cmd.plan_cmd)
+
+
+if __name__ == "__main__":  # `python -m kcap.cli.main`, and `torchrun ... -m kcap.cli.main`
+    app()

@@ -5,6 +5,10 @@ results store for as long as it trains; a run of the same config that is alive e
 sweep point, another `kcap train`) is refused. SIGTERM or SIGINT stops it between steps with a
 checkpoint, records it as interrupted and exits with 128 + the signal number, printing the
 command that resumes it; a second signal stops it at once.
+
+Under ``torchrun --nproc_per_node K -m kcap.cli.main train CONFIG --out RUN`` the K ranks train
+the run together (`kcap.training.distributed`); rank 0 alone checks the run directory, holds
+the lock and the store row, and prints; the other ranks train, and stop when rank 0 does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from kcap.atomic import require_writable
 from kcap.errors import KcapError
 from kcap.experiments.store import DEFAULT_DB, ResultsStore
 from kcap.experiments.sweep import INTERRUPTED, run_is_alive
-from kcap.training import interrupt, runlock
+from kcap.training import distributed, interrupt, runlock
 from kcap.training.config import config_hash, load_config
 
 err = Console(stderr=True)
@@ -42,15 +46,25 @@ def train(
 ) -> None:
     """Train a model from scratch for E exposures, checkpointing, then measure its knowledge."""
     cfg = load_config(config, set_)
-    if out.exists() and any(out.iterdir()) and not (resume or force):
+    world = distributed.from_env()
+    main = world.is_main  # under torchrun, rank 0 checks the run directory
+    if main and out.exists() and any(out.iterdir()) and not (resume or force):
         raise KcapError("--out", f"{out} is not empty (use --resume to continue or --force)")
-    if resume:
+    if main and resume:
         _check_resumable(cfg, out)
     sets = "".join(f" --set {shlex.quote(s)}" for s in set_)
-    hint = f"kcap train {shlex.quote(str(config))} --out {shlex.quote(str(out))}{sets} --resume"
-    result, summary = run_training(
-        cfg, out, db=db, resume=resume, fresh=force and not resume, resume_hint=hint
-    )
+    launch = "kcap"
+    if world.active:  # resumed as it was launched (the local ranks of one machine)
+        launch = f"torchrun --nproc_per_node {world.local_size} -m kcap.cli.main"
+    hint = f"{launch} train {shlex.quote(str(config))} --out {shlex.quote(str(out))}{sets} --resume"
+    try:
+        result, summary = run_training(
+            cfg, out, db=db, resume=resume, fresh=force and not resume, resume_hint=hint
+        )
+    finally:
+        distributed.shutdown()
+    if result is None:  # a rank other than 0
+        return
     print_measurement(result.to_dict(), summary)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -87,9 +101,11 @@ def run_training(
     A stop request ends the run with a checkpoint, the store row marked interrupted, one line
     on stderr saying how to resume (``resume_hint``) and exit code 128 + the signal number.
     """
-    from kcap.training.trainer import Trainer, TrainingDiverged
+    from kcap.training.trainer import Trainer, TrainingDiverged, resolve_device
 
-    run_id = config_hash(cfg.model_dump())
+    if not distributed.init(resolve_device(cfg.training.device).type).is_main:
+        return _train_rank(cfg, out, resume=resume)
+    run_id = config_hash(cfg.model_dump())  # the same for any number of ranks
     t0 = time.time()
     if db and not Path(db).is_file():
         require_writable(Path(db).parent, "--db")  # the store is opened after the run starts
@@ -118,6 +134,9 @@ def run_training(
                     "tokens_per_s": summary["tokens_per_s"],
                     "host": socket.gethostname(),
                 }
+                if trainer.world.active:  # one run on K ranks, K x training.batch_size a step
+                    timings["world_size"] = trainer.world.size
+                    timings["global_batch_size"] = trainer.global_batch
                 store.finish_run(run_id, metrics=result.to_dict(), timings=timings, token=token)
             return result, summary
         except (interrupt.RunInterrupted, interrupt.Aborted) as e:
@@ -139,6 +158,24 @@ def run_training(
         finally:
             if store:
                 store.close()
+
+
+def _train_rank(cfg, out: Path, *, resume: bool):
+    """A rank other than 0 under torchrun: train alongside rank 0, write nothing, print
+    nothing; returns ``(None, summary)``. A stop or a diverged run exits as rank 0 does."""
+    from kcap.training.trainer import Trainer, TrainingDiverged
+
+    with interrupt.handle_signals():
+        try:
+            trainer = Trainer(cfg, out, progress=False)
+            if resume and not trainer.load_checkpoint():
+                raise KcapError("--resume", f"{out} has no checkpoint to resume from")
+            trainer.fit()
+            return None, trainer.summary()
+        except (interrupt.RunInterrupted, interrupt.Aborted) as e:
+            raise typer.Exit(e.exit_code) from None
+        except TrainingDiverged:
+            raise typer.Exit(1) from None
 
 
 def _refuse_if_alive(store: ResultsStore, run_id: str, out: Path) -> None:

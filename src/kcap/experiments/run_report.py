@@ -65,11 +65,15 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """(loss records, measurement records) from RUN_DIR/metrics.jsonl."""
+    """(loss records, measurement records) from RUN_DIR/metrics.jsonl; events (a compile
+    time, a restart after a non-finite loss) are neither."""
     losses, measures = [], []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        (measures if "measure" in rec else losses).append(rec)
+        if "measure" in rec:
+            measures.append(rec)
+        elif "loss" in rec:
+            losses.append(rec)
     return losses, measures
 
 

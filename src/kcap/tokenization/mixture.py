@@ -63,6 +63,11 @@ class MixtureStream:
         self.useful.load_state_dict(d["useful"])
         self.junk.load_state_dict(d["junk"])
 
+    def render_in_workers(self, workers: int) -> None:
+        """Render both streams' blocks ahead in ``workers`` processes each (0: in-process)."""
+        self.useful.render_in_workers(workers)
+        self.junk.render_in_workers(workers)
+
     def stats(self) -> dict:
         useful = (self.windows + self.ratio) // (self.ratio + 1)  # windows 0, r+1, 2(r+1), ...
         return {

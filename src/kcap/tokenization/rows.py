@@ -45,6 +45,9 @@ class SequenceStream:
     def state_dict(self) -> dict:
         return {"exposure": self.exposure, "position": self.position, "windows": self.windows}
 
+    def render_in_workers(self, workers: int) -> None:
+        """Nothing to render: the rows are tokens already (the streams' common surface)."""
+
     def load_state_dict(self, d: dict) -> None:
         self.exposure, self.position, self.windows = d["exposure"], d["position"], d["windows"]
 

@@ -19,7 +19,8 @@ tokenizer's piece cache. The state does not say which path wrote it: either resu
 Every training stream (this one, `kcap.tokenization.mixture.MixtureStream`,
 `kcap.tokenization.rows.SequenceStream`) offers the same surface to the trainer: iteration over
 `Window`s, ``counts`` (realised exposures per person), ``count_windows()``, ``state_dict()`` /
-``load_state_dict()`` and ``stats()``.
+``load_state_dict()``, ``stats()`` and ``render_in_workers(K)``: blocks rendered ahead by K
+worker processes (`kcap.tokenization.loader`), the same windows as rendering in-process.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class ExposureStream:
         self._perm: tuple[int, np.ndarray] | None = None
         self.vectorised = vectorised
         self._gather: tuple[PieceRows, PieceTokens] | bool | None = None  # built on first use
+        self.workers = 0  # processes rendering blocks ahead (`render_in_workers`)
+        self._prefetch = None  # their `kcap.tokenization.loader.BlockPrefetch`
         self.state = state or StreamState()
 
     @property
@@ -130,6 +133,21 @@ class ExposureStream:
 
     def load_state_dict(self, d: dict) -> None:
         self.state = StreamState.from_dict(d)
+        if self.workers:  # the workers render ahead from the new position
+            self.render_in_workers(self.workers)
+
+    def render_in_workers(self, workers: int) -> None:
+        """Render blocks ahead in ``workers`` processes (0: in this process), from the current
+        state on; the windows are the same either way."""
+        self.workers = workers
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        if workers > 0 and self._state.exposure < self.exposures:
+            from kcap.tokenization.loader import BlockPrefetch
+
+            s = self._state
+            self._prefetch = BlockPrefetch(self, s.exposure, s.position, workers)
 
     def stats(self) -> dict:
         """Stream facts for the run summary (none beyond the exposure counts)."""
@@ -157,27 +175,45 @@ class ExposureStream:
         """Whether blocks are rendered by vectorised gathers (else document by document)."""
         return self._gathers() is not None
 
+    def block_tokens(self, exposure: int, position: int) -> tuple[np.ndarray, ...]:
+        """Tokens (ids, people, labels) of the block of documents that starts at ``position``
+        of exposure ``exposure``'s permutation, each document followed by ``<|eos|>``: a pure
+        function of (seed, exposure, position), so worker processes can render blocks ahead
+        (`kcap.tokenization.loader`)."""
+        block = self.permutation(exposure)[position : position + self.block]
+        gathers = self._gathers()
+        if gathers is not None:
+            rows, tokens = gathers
+            return tokens.render(*rows.rows(exposure, block))
+        return self._render_documents(exposure, block)
+
+    def blocks_from(self, exposure: int, position: int) -> Iterator[tuple[int, int]]:
+        """The (exposure, position) of every block from the given one to the stream's end."""
+        n = self.source.n
+        while exposure < self.exposures and n > 0:
+            yield exposure, position
+            position += self.block
+            if position >= n:
+                exposure, position = exposure + 1, 0
+
     def _render_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tokens (ids, people, labels) of the next block of documents, each followed by
         ``<|eos|>`` (and the stream's opening ``<|eos|>`` before the first block)."""
         s = self._state
-        eos = self.tok.eos_id
         opening = not s.started
         s.started = True
         perm = self.permutation(s.exposure)
         block = perm[s.position : s.position + self.block]
-        gathers = self._gathers()
-        if gathers is not None:
-            rows, tokens = gathers
-            ids, people, labels = tokens.render(*rows.rows(s.exposure, block))
-            if opening:
-                ids, people, labels = (
-                    np.insert(ids, 0, eos),
-                    np.insert(people, 0, -1),
-                    np.insert(labels, 0, -1),
-                )
+        if self._prefetch is not None and len(block):
+            ids, people, labels = self._prefetch.take(s.exposure, s.position)
         else:
-            ids, people, labels = self._render_documents(s.exposure, block, opening)
+            ids, people, labels = self.block_tokens(s.exposure, s.position)
+        if opening:
+            ids, people, labels = (
+                np.insert(ids, 0, self.tok.eos_id),
+                np.insert(people, 0, -1),
+                np.insert(labels, 0, -1),
+            )
         self.counts[block] += 1  # a slice of a permutation: no person twice
         s.position += len(block)
         if s.position >= len(perm):
@@ -185,13 +221,13 @@ class ExposureStream:
         return ids, people, labels
 
     def _render_documents(
-        self, exposure: int, block: np.ndarray, opening: bool
+        self, exposure: int, block: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The per-document path: render each document and encode it through the piece cache."""
         eos = self.tok.eos_id
-        ids: list[int] = [eos] if opening else []
-        people: list[int] = [-1] if opening else []
-        labels: list[int] = [-1] if opening else []
+        ids: list[int] = []
+        people: list[int] = []
+        labels: list[int] = []
         encode = self.tok.encode_pieces
         for doc in self.source.documents(exposure, block):
             doc_ids, doc_labels, _ = encode(doc.pieces)
@@ -211,6 +247,9 @@ class ExposureStream:
             part = self._render_block()
             parts.append(part)
             have += len(part[0])
+        if self._prefetch is not None and self._state.exposure >= self.exposures:
+            self._prefetch.close()  # every block is in: stop the workers
+            self._prefetch = None
         if not parts and self._state.started:
             return
         if not self._state.started:  # an empty stream still opens with eos

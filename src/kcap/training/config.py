@@ -169,6 +169,12 @@ class TrainingSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
     threads: int | None = Field(default=None, ge=1)
+    loader_workers: int = Field(
+        default=0,
+        ge=0,
+        description="processes that render the stream's blocks ahead (0: in the trainer's "
+        "process); the windows are the same either way",
+    )
     on_nan: Literal["stop", "skip", "restart"] = Field(
         default="stop",
         description="a non-finite loss or gradient: stop the run, skip the step, or restart "
@@ -188,13 +194,15 @@ class TrainingSpec(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
-        """Leave ``log`` and ``on_nan`` out of the dump while they are the defaults: configs
-        written before they existed keep their hash."""
+        """Leave ``log``, ``on_nan`` and ``loader_workers`` out of the dump while they are the
+        defaults: configs written before they existed keep their hash."""
         data = handler(self)
         if data.get("log") == list(DEFAULT_LOG):
             data.pop("log")
         if data.get("on_nan") == "stop":
             data.pop("on_nan")
+        if data.get("loader_workers") == 0:  # how the stream is fed, not what it holds
+            data.pop("loader_workers")
         return data
 
 

@@ -9,15 +9,24 @@ import torch
 from kcap.training.config import TrainingSpec
 
 
-def make_optimizer(model: torch.nn.Module, spec: TrainingSpec) -> torch.optim.AdamW:
-    """AdamW (SPEC §6): decay on parameters with >= 2 dims, none on biases and norm gains."""
+def make_optimizer(
+    model: torch.nn.Module, spec: TrainingSpec, *, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW (SPEC §6): decay on parameters with >= 2 dims, none on biases and norm gains.
+    ``fused``: the fused CUDA kernel (one launch for all parameters), used when every parameter
+    is on a CUDA device; otherwise (a CPU) the default implementation, as always."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": spec.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+    extra = {}
+    if fused and all(p.is_cuda for group in groups for p in group["params"]):
+        extra["fused"] = True
+    return torch.optim.AdamW(
+        groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, **extra
+    )
 
 
 def warmup_steps(spec: TrainingSpec, total_steps: int) -> int:

@@ -16,6 +16,18 @@ steps). A stop request (`kcap.training.interrupt`: SIGTERM, SIGINT, a vanished c
 honoured between steps: checkpoint, then `RunInterrupted`. A loss or gradient that is not finite
 is handled by ``training.on_nan``: stop (no checkpoint of the broken weights is written), skip
 the step, or restart from the last checkpoint at half the learning rate (at most twice).
+
+On a GPU a step never waits for the device: batches are copied from pinned memory without
+blocking, AdamW is the fused kernel, and the loss is read back at log steps only. With
+``training.compile`` the first step's time (compilation included) is reported as ``compile_s``
+(once in metrics.jsonl, and in run.json) and left out of the training time.
+
+Under ``torchrun`` (`kcap.training.distributed`) K ranks train one run data-parallel:
+``training.batch_size`` is per rank, each global batch is the next K × batch_size windows of
+the one stream (rank r takes the r-th slice), and the loss is normalised by the global batch's
+target count, so a step equals a single-process step with batch K × batch_size up to float
+rounding, and every person still gets exactly E exposures. Rank 0 alone writes the run
+directory; the ranks stop together.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from kcap.models import GPT, ModelConfig, count_parameters, preset
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
 from kcap.training import checkpoint as ckpt
-from kcap.training import interrupt
+from kcap.training import distributed, interrupt
 from kcap.training.config import RunConfig, config_hash, parse_config
 from kcap.training.mfu import flops_per_token, peak_flops
 from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
@@ -177,24 +189,36 @@ class Trainer:
         self.on_step = on_step
         self.show_progress = progress
         t = cfg.training
-        tensorboard = "tensorboard" in t.log  # a missing package fails here, before any write
-        self.tensorboard = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if tensorboard else None
-        torch.set_num_threads(t.threads or threads or physical_cores())
         self.device = resolve_device(t.device)
+        self.world = distributed.init(self.device.type)  # a single process outside torchrun
+        self.main = self.world.is_main  # the one writer of the run directory
+        if self.world.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+        tensorboard = "tensorboard" in t.log and self.main  # a missing package fails here
+        self.tensorboard = TensorBoardLog(self.run_dir / TENSORBOARD_DIR) if tensorboard else None
+        cores = max(1, physical_cores() // self.world.local_size)  # shared by a machine's ranks
+        torch.set_num_threads(t.threads or threads or cores)
         self.amp = autocast_dtype(t.dtype, self.device)
-        self.dataset = prepare_dataset(cfg, self.run_dir)  # a bad dataset fails before any write
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        if self.main:
+            self.dataset = prepare_dataset(cfg, self.run_dir)  # a bad one fails before any write
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_yaml = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+            write_text_atomic(self.run_dir / CONFIG, config_yaml)
+        distributed.barrier()  # the other ranks load the dataset rank 0 prepared
+        if not self.main:
+            self.dataset = prepare_dataset(cfg, self.run_dir)
         torch.manual_seed(t.seed)
         self.model_cfg = model_config(cfg, self.dataset)
         self.model = GPT(self.model_cfg).to(self.device)
         self.params = param_counts(self.model, self.dataset)
         self.peak_flops = peak_flops(self.device, self.amp)  # None: MFU unknown, not logged
         self.flops_per_token = flops_per_token(self.model_cfg, self.params)
-        self.optimizer = make_optimizer(self.model, t)
+        self.optimizer = make_optimizer(self.model, t, fused=self.device.type == "cuda")
         self.stream = make_stream(self.dataset, exposures=t.exposures, seed=t.seed, window=t.window)
         self.total_windows = self.stream.count_windows()
-        self.total_steps = math.ceil(self.total_windows / t.batch_size)
+        self.stream.render_in_workers(t.loader_workers)  # same windows, rendered ahead
+        self.global_batch = t.batch_size * self.world.size  # windows per optimizer step
+        self.total_steps = math.ceil(self.total_windows / self.global_batch)
         self.warmup = warmup_steps(t, self.total_steps)
         self.step = 0
         self.tokens = 0
@@ -204,7 +228,15 @@ class Trainer:
         self.skipped_steps = 0  # on_nan: skip
         self.checkpoint_step: int | None = None  # the step of the last good checkpoint
         self._bad_step: torch.Tensor | None = None  # first non-finite step, kept on the device
-        self._forward = torch.compile(self.model) if t.compile else self.model
+        self.compile_seconds: float | None = None  # the first compiled step, compilation included
+        net = self.model
+        if self.world.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            moe = bool(self.model_cfg.n_experts)  # an expert no token picked has no gradient
+            net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=moe)
+        self._forward = torch.compile(net) if t.compile else net
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -226,7 +258,9 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Checkpoint the current state -- never weights that a non-finite step has touched."""
         self._raise_if_diverged()
-        ckpt.save(self.state_dict(), self.run_dir)
+        if self.main:
+            ckpt.save(self.state_dict(), self.run_dir)
+        distributed.barrier()  # a rank that restarts from it reads it only once it is written
         self.checkpoint_step = self.step
 
     def load_checkpoint(self) -> bool:
@@ -242,6 +276,8 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the kernel of this device, not the saver's
+            group["fused"] = self.optimizer.defaults["fused"]
         self.stream.load_state_dict(state["stream"])
         self.stream.counts = state["counts"]
         torch.set_rng_state(state["torch_rng"])
@@ -250,27 +286,47 @@ class Trainer:
         self.skipped_steps = state.get("skipped_steps", 0)
         self.checkpoint_step = self.step
         self._bad_step = None
-        _truncate_metrics(self.run_dir / METRICS, self.step, self.total_steps)
+        if self.main:
+            _truncate_metrics(self.run_dir / METRICS, self.step, self.total_steps)
+        distributed.barrier()
         return True
 
     # ------------------------------------------------------------------ training
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        """The next batch (inputs, targets on the device) and its count of predicted tokens."""
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        """The next batch: this rank's inputs and targets on the device, then the predicted
+        tokens and the window tokens of the whole (global) batch, counted on the host."""
         windows = []
-        for _ in range(self.cfg.training.batch_size):
+        for _ in range(self.global_batch):
             try:
                 windows.append(next(self.stream).ids)
             except StopIteration:
                 break
         if not windows:
             return None
-        x, y = window_batch(windows)
-        n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
-        return x.to(self.device), y.to(self.device), n_targets
+        if self.world.active:  # every rank reads the whole global batch and keeps its slice
+            n_targets = sum(int((w[1:] != PAD).sum()) for w in windows)
+            n_tokens = len(windows) * (len(windows[0]) - 1)
+            b = self.cfg.training.batch_size
+            mine = windows[self.world.rank * b : (self.world.rank + 1) * b]
+            # a rank past the end of a short last batch still steps (DDP syncs every rank's
+            # gradients), on one window that predicts nothing
+            x, y = window_batch(mine or [np.full_like(windows[0], PAD)])
+        else:
+            x, y = window_batch(windows)
+            n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
+            n_tokens = y.numel()
+        if self.device.type == "cuda":  # pinned host memory: the copy does not block the host
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x, y = x.to(self.device), y.to(self.device)
+        return x, y, n_targets, n_tokens
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, n_targets: int) -> torch.Tensor:
         """One optimizer step; returns the (detached) loss without synchronising the device
-        (except with ``on_nan: skip``, which must look at the loss before stepping)."""
+        (except with ``on_nan: skip``, which must look at the loss before stepping). Under DDP
+        ``n_targets`` counts the global batch, and the loss returned is this rank's share of its
+        mean (the shares sum to it)."""
         t = self.cfg.training
         lr = self.lr_scale * lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
         for group in self.optimizer.param_groups:
@@ -282,13 +338,24 @@ class Trainer:
         )
         with ctx:
             logits = self._forward(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
-            total = loss + self.model.aux_loss()  # MoE balancing loss; zero for dense models
-        total.backward()
+            if self.world.active:
+                # this rank's share of the global batch's mean loss; DDP averages gradients over
+                # the K ranks, hence the factor K: the update is that of the global mean
+                nll = F.cross_entropy(
+                    logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"
+                )
+                loss = nll / max(n_targets, 1)
+                total = loss * self.world.size + self.model.aux_loss()
+            else:
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
+                total = loss + self.model.aux_loss()  # MoE balancing loss; zero for dense models
+        total.backward()  # under DDP the gradients are averaged over the ranks here
         finite = torch.isfinite(total.detach())
         if t.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             finite = finite & torch.isfinite(norm)
+        if self.world.active:  # every rank skips, stops or restarts at the same step
+            finite = distributed.all_reduce_min(finite.int()).bool()
         if t.on_nan == "skip" and not bool(finite):  # a host sync, the price of skipping
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
@@ -350,6 +417,8 @@ class Trainer:
         )
 
     def _log(self, record: dict) -> None:
+        if not self.main:
+            return
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard:
@@ -364,14 +433,14 @@ class Trainer:
         if t.on_nan == "restart" and self.checkpoint_step is None:
             self.save_checkpoint()  # something to go back to before the first checkpoint
         host_device = self.device.type == "cpu"
-        bar = _progress(self.show_progress)
+        bar = _progress(self.show_progress and self.main)
         with bar:
             task = bar.add_task(
                 "training", total=self.total_steps, completed=self.step, loss=float("nan"), tps=0.0
             )
             window_start, window_tokens = time.perf_counter(), 0
             while self.step < end:
-                stop = interrupt.pending()
+                stop = self._stop_request()
                 if stop is not None:
                     if self._check():
                         continue  # went back to the last checkpoint: it is saved already
@@ -380,10 +449,21 @@ class Trainer:
                 batch = self._batch()
                 if batch is None:
                     break
+                x, y, n_targets, n_tokens = batch
+                compiling = t.compile and self.compile_seconds is None
                 t0 = time.perf_counter()
-                loss_t = self.train_step(*batch)
-                self.train_seconds += time.perf_counter() - t0
-                window_tokens += batch[1].numel()
+                loss_t = self.train_step(x, y, n_targets)
+                if compiling:  # the first step compiles: timed apart from training
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.compile_seconds = time.perf_counter() - t0
+                    self._log(
+                        {"step": self.step, "event": "compile", "compile_s": self.compile_seconds}
+                    )
+                    window_start = time.perf_counter()
+                else:
+                    self.train_seconds += time.perf_counter() - t0
+                    window_tokens += n_tokens
                 log_step = self.step % t.log_every == 0 or self.step == end
                 save_step = self.step % t.checkpoint_every == 0
                 # Non-finite steps: looked for every step on the CPU (free), at log and
@@ -392,6 +472,8 @@ class Trainer:
                     window_start, window_tokens = time.perf_counter(), 0
                     continue
                 if log_step:
+                    if self.world.active:  # the global batch's mean loss
+                        loss_t = distributed.all_reduce_sum(loss_t)
                     loss = float(loss_t)  # the only device sync, at log steps
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
@@ -409,7 +491,12 @@ class Trainer:
                         }
                     )
                     bar.update(task, completed=self.step, loss=loss, tps=tps)
-                if m.every and self.step % m.every == 0 and self.step < self.total_steps:
+                if (
+                    m.every
+                    and self.step % m.every == 0
+                    and self.step < self.total_steps
+                    and self.main  # the other ranks wait for it at the next step
+                ):
                     r = self.measure(m.during_max_people)
                     self._log({"step": self.step, "measure": _brief(r)})
                     window_start, window_tokens = time.perf_counter(), 0  # measuring isn't training
@@ -417,7 +504,7 @@ class Trainer:
                     self.save_checkpoint()
             bar.update(task, completed=self.step)
         self.save_checkpoint()
-        if self.step < self.total_steps:
+        if self.step < self.total_steps or not self.main:
             return None
         result = self.measure(m.max_people)
         self._log({"step": self.step, "measure": _brief(result)})
@@ -429,7 +516,15 @@ class Trainer:
         """``{"mfu": ...}`` where the device's peak is known, else nothing."""
         if self.peak_flops is None:
             return {}
-        return {"mfu": tokens_per_s * self.flops_per_token / self.peak_flops}
+        peak = self.peak_flops * self.world.size  # tokens_per_s counts every rank's tokens
+        return {"mfu": tokens_per_s * self.flops_per_token / peak}
+
+    def _stop_request(self) -> tuple[str, int] | None:
+        """A pending stop request: this process's, or under DDP any rank's (all stop together)."""
+        stop = interrupt.pending()
+        if not self.world.active or not distributed.any_rank(stop is not None):
+            return stop
+        return stop or ("a stop request on another rank", 1)
 
     def summary(self) -> dict:
         counts = self.stream.counts
@@ -450,6 +545,12 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
         }
+        summary["peak_flops"] = self.peak_flops or "unknown"  # the MFU denominator, per device
+        if self.compile_seconds is not None:
+            summary["compile_s"] = self.compile_seconds
+        if self.world.active:
+            summary["world_size"] = self.world.size
+            summary["global_batch_size"] = self.global_batch
         stream_stats = self.stream.stats()  # e.g. useful and junk tokens of a junk mixture
         if stream_stats:
             summary["stream"] = stream_stats
