@@ -11,23 +11,15 @@ import time
 from pathlib import Path
 
 from tests.sweep_stress import alive, stress, workers_of
+from tests.test_sweep import _executions, _grid, _opts, fake_execute
 from tests.tiny import tiny_grid
 
-from kcap.experiments.grid import expand, parse_grid
 from kcap.experiments.store import ResultsStore
-from kcap.experiments.sweep import SweepOptions, run_sweep
+from kcap.experiments.sweep import run_sweep
 from kcap.training import checkpoint as ckpt
 from kcap.training.runlock import RunLock
 
 ROOT = Path(__file__).parents[1]
-
-
-def logged_execute(task: dict) -> dict:
-    """A stand-in for training that logs each execution (runs in the worker process)."""
-    log = Path(task["run_dir"]).parents[1] / "executions.log"
-    with open(log, "a") as f:
-        f.write(f"{task['run_id']} {task['mode']}\n")
-    return {"metrics": {"bits": {"total": 1.0}}, "timings": {}, "params": {"P": 1}}
 
 
 def reclaiming_execute(task: dict) -> dict:
@@ -37,44 +29,27 @@ def reclaiming_execute(task: dict) -> dict:
         rec = store.get(task["run_id"])
         assert store.fail_if_unchanged(rec.run_id, rec.updated_at, "interrupted (stale)")
         assert store.claim(rec.run_id, name="other sweep", config=rec.config)
-    return logged_execute(task)
-
-
-def _points(n: int = 2):
-    grid = {
-        "base": {"dataset": {"kind": "bios", "n": 50}, "model": {"preset": "gpt2-1-1"}},
-        "product": {"training.seed": list(range(n))},
-    }
-    return expand(parse_grid(grid))
-
-
-def _opts(tmp_path: Path, **kw) -> SweepOptions:
-    return SweepOptions(db=tmp_path / "r.db", out=tmp_path / "sw", progress=False, **kw)
-
-
-def _executions(tmp_path: Path) -> list[str]:
-    log = tmp_path / "sw" / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
+    return fake_execute(task)
 
 
 def test_an_orphaned_worker_keeps_its_run(tmp_path):
     """A stale row whose run directory is still locked (an orphaned worker training there) is
     not resumed by a later sweep, however old its heartbeat; once the lock is free, it is."""
-    (point,) = _points(1)
+    (point,) = _grid(1)
     opts = _opts(tmp_path, stale_after=0.1, claim_grace=0.1)
     run_dir = (tmp_path / "sw" / "runs" / point.run_id).resolve()
     with ResultsStore(opts.db) as store:
         store.claim(point.run_id, config=point.config.model_dump(), run_dir=str(run_dir))
     time.sleep(0.3)
     with RunLock(run_dir):  # the orphan
-        s = run_sweep([point], opts, execute=logged_execute)
+        s = run_sweep([point], opts, execute=fake_execute)
     assert s.ran == 0 and s.skipped == {"running elsewhere": 1} and _executions(tmp_path) == []
-    s = run_sweep([point], opts, execute=logged_execute)
+    s = run_sweep([point], opts, execute=fake_execute)
     assert s.finished == 1 and _executions(tmp_path) == [f"{point.run_id} resume"]
 
 
 def test_a_sweep_that_lost_its_claim_writes_nothing(tmp_path):
-    (point,) = _points(1)
+    (point,) = _grid(1)
     s = run_sweep([point], _opts(tmp_path), execute=reclaiming_execute)
     assert s.finished == 0 and s.skipped == {"lost its claim": 1}
     with ResultsStore(tmp_path / "r.db") as store:

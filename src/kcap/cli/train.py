@@ -101,9 +101,9 @@ def run_training(
     A stop request ends the run with a checkpoint, the store row marked interrupted, one line
     on stderr saying how to resume (``resume_hint``) and exit code 128 + the signal number.
     """
-    from kcap.training.trainer import Trainer, TrainingDiverged, resolve_device
+    from kcap.training.trainer import Trainer, TrainingDiverged
 
-    if not distributed.init(resolve_device(cfg.training.device).type).is_main:
+    if not distributed.from_env().is_main:  # the Trainer joins the process group
         return _train_rank(cfg, out, resume=resume)
     run_id = config_hash(cfg.model_dump())  # the same for any number of ranks
     t0 = time.time()

@@ -508,7 +508,7 @@ class _Driver:
             _drain(self.backend, store, view, summary)
             for handle in done:
                 self._record(store, view, handle)
-            view.heartbeat(store, opts.heartbeat_every, self.tokens())
+            view.heartbeat(store, opts.heartbeat_every, self.tokens)
 
     def tokens(self) -> dict[str, str]:
         return {point.run_id: token for point, token in self.active.values()}
@@ -699,14 +699,18 @@ class _View:
         self.counts["ok" if ok else "failed"] += 1
         self._sweep_info()
 
-    def heartbeat(self, store: ResultsStore, every: float, tokens: dict[str, str]) -> None:
-        """Touch the rows of active runs so other sweeps can tell them from dead ones."""
+    def heartbeat(
+        self, store: ResultsStore, every: float, tokens: Callable[[], dict[str, str]]
+    ) -> None:
+        """Touch the rows of active runs (with their claims' ``tokens()``) so other sweeps can
+        tell them from dead ones."""
         if time.time() - self.last_beat < every:
             return
         self.last_beat = time.time()
+        held = tokens()
         for run_id, (step, total) in self.steps.items():
             timings = {"heartbeat": self.last_beat, "step": step, "total_steps": total}
-            _write(store.update_run, run_id, token=tokens.get(run_id), timings=timings)
+            _write(store.update_run, run_id, token=held.get(run_id), timings=timings)
 
 
 def describe_points(points: list[GridPoint], states: dict[str, str], cache: Path) -> list[dict]:

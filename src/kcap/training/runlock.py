@@ -30,10 +30,15 @@ def holder(run_dir: Path) -> str | None:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            return f.read().strip() or "another process"
+            return _who(f)
         fcntl.flock(f, fcntl.LOCK_UN)
     return None
+
+
+def _who(f) -> str:
+    """Who holds the lock, as its holder wrote it into the lock file."""
+    f.seek(0)
+    return f.read().strip() or "another process"
 
 
 def clear(run_dir: Path) -> None:
@@ -72,8 +77,7 @@ class RunLock:
                 if attempt + 1 < _TRIES:
                     time.sleep(_WAIT_S)
                     continue
-                f.seek(0)
-                who = f.read().strip() or "another process"
+                who = _who(f)
                 f.close()
                 raise KcapError(
                     self.field, f"{self.run_dir} is in use: a run is training there ({who})"

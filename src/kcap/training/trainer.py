@@ -303,18 +303,14 @@ class Trainer:
                 break
         if not windows:
             return None
+        x, y = window_batch(windows)
+        n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
+        n_tokens = y.numel()
         if self.world.active:  # every rank reads the whole global batch and keeps its slice
-            n_targets = sum(int((w[1:] != PAD).sum()) for w in windows)
-            n_tokens = len(windows) * (len(windows[0]) - 1)
-            b = self.cfg.training.batch_size
-            mine = windows[self.world.rank * b : (self.world.rank + 1) * b]
-            # a rank past the end of a short last batch still steps (DDP syncs every rank's
-            # gradients), on one window that predicts nothing
-            x, y = window_batch(mine or [np.full_like(windows[0], PAD)])
-        else:
-            x, y = window_batch(windows)
-            n_targets = int((y != PAD).sum())  # counted on the host: no device sync per step
-            n_tokens = y.numel()
+            b, r = self.cfg.training.batch_size, self.world.rank
+            x, y = x[r * b : (r + 1) * b], y[r * b : (r + 1) * b]
+            if len(x) == 0:  # past the end of a short last batch: DDP still syncs this rank's
+                x, y = window_batch([np.full_like(windows[0], PAD)])  # gradients; none here
         if self.device.type == "cuda":  # pinned host memory: the copy does not block the host
             x = x.pin_memory().to(self.device, non_blocking=True)
             y = y.pin_memory().to(self.device, non_blocking=True)
