@@ -9,7 +9,7 @@ Stages:
 - ``env``: torch, CUDA, the device and its peak FLOP/s in kcap's table (None: unknown);
 - ``throughput``: a ~20M-parameter GPT2 (gpt2-6-8, P 19.4M) on bioS for a fixed number of
   steps, tokens/s over the steps after the first log window, MFU, compile time;
-- ``packed``: K = 1 vs K = 64 packed lab models, once packed training exists (issue 13);
+- ``packed``: one lab model alone vs K = 64 packed lab models (`kcap.training.packed`);
 - ``capacity``: the largest GPT2 of the gpu recipes' shapes whose bioS run at 1000 exposures
   fits the time budget (measured throughput of each shape decides N), trained and measured:
   R, recall, wall time.
@@ -18,7 +18,6 @@ Stages:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -116,11 +115,25 @@ def stage_throughput(out: Path, rehearse: bool) -> None:
         emit("throughput", preset=preset, batch=batch, compile=compile_, **figures)
 
 
-def stage_packed() -> None:
-    if importlib.util.find_spec("kcap.training.packed") is None:
-        emit("packed", skipped="packed training (issue 13) is not implemented yet")
-        return
-    emit("packed", skipped="packed training exists but this check does not drive it yet")
+def stage_packed(out: Path, rehearse: bool) -> None:
+    """One lab model alone vs K packed (tokens/s): what packing buys on this device."""
+    from bench_pack import Bench  # benchmarks/, the script's own folder
+
+    device = resolve_device("auto").type
+    k, steps = (4, 10) if rehearse else (64, 200)
+    bench = Bench(out / "packed", k, 32, 800, threads=torch.get_num_threads(), device=device)
+    one_tokens, one_s = bench.sequential(steps, k=1)
+    pack_tokens, pack_s = bench.packed(steps)
+    emit(
+        "packed",
+        model="gpt2-2-2 d 32, batches of 4 x 128 (the lab's)",
+        device=device,
+        K=k,
+        steps=steps,
+        single_tokens_per_s=round(one_tokens / one_s),
+        packed_tokens_per_s=round(pack_tokens / pack_s),
+        ratio=round((pack_tokens / pack_s) / (one_tokens / one_s), 2),
+    )
 
 
 def stage_capacity(out: Path, rehearse: bool, budget_s: float) -> None:
@@ -184,7 +197,7 @@ def main() -> None:
     elif args.stage == "throughput":
         stage_throughput(args.out, args.rehearse)
     elif args.stage == "packed":
-        stage_packed()
+        stage_packed(args.out, args.rehearse)
     else:
         stage_capacity(args.out, args.rehearse, math.inf if args.budget <= 0 else args.budget)
 

@@ -9,7 +9,7 @@
 #   env          torch, CUDA, the device, its peak FLOP/s in kcap's table
 #   tests        the CUDA-marked tests (pytest -m cuda)
 #   throughput   a ~20M-param GPT2 on bioS for a fixed number of steps: tokens/s, MFU, compile
-#   packed       K = 1 vs K = 64 packed lab models (once packed training exists, issue 13)
+#   packed       one lab model alone vs K = 64 packed lab models (tokens/s)
 #   capacity     the largest GPT2 on bioS at 1000 exposures that trains in the budget: R, recall
 # kcap runs from the source tree (PYTHONPATH=src); nothing is installed outside .gpu-site/.
 set -uo pipefail
@@ -50,7 +50,7 @@ CHECK=(python3 benchmarks/gpu_check.py --out "$OUT" $REHEARSE)
 stage env 60 "${CHECK[@]}" env
 stage tests 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests
 stage throughput 150 "${CHECK[@]}" throughput
-stage packed 30 "${CHECK[@]}" packed
+stage packed 90 "${CHECK[@]}" packed
 if [ -n "$REHEARSE" ]; then
   stage capacity 120 "${CHECK[@]}" capacity --budget 5
 else

@@ -357,6 +357,12 @@ CASES = [
         r"must be one of 8, 4, 3, 2; got 5",
     ),
     Bad(
+        "range-extract-lr",
+        lambda e: ["extract", e.run, "--lr", -1, "--db", e.tmp / "k.db"],
+        "--lr",
+        r"must be > 0; got -1",
+    ),
+    Bad(
         "range-measure-max-people",
         lambda e: ["measure", e.run, "--max-people", 0],
         "max_people",
@@ -443,6 +449,12 @@ CASES = [
     Bad(
         "run-foreign-quantize",
         lambda e: ["quantize", e.bios, "--bits", 8, "--db", e.tmp / "k.db"],
+        "RUN_DIR",
+        r"is not a kcap run directory",
+    ),
+    Bad(
+        "run-foreign-extract",
+        lambda e: ["extract", e.bios, "--db", e.tmp / "k.db"],
         "RUN_DIR",
         r"is not a kcap run directory",
     ),
@@ -537,6 +549,12 @@ CASES = [
         "--db",
         r"schema v99,? (is )?newer than this kcap",
     ),
+    Bad(
+        "store-newer-extract",
+        lambda e: ["extract", e.run, "--steps", 1, "--db", e.db(version=99)],
+        "--db",
+        r"schema v99,? (is )?newer than this kcap",
+    ),
     # --- paths that cannot be written
     Bad(
         "unwritable-data-out",
@@ -579,6 +597,12 @@ CASES = [
     Bad(
         "unwritable-quantize-db",
         lambda e: ["quantize", e.run, "--bits", 8, "--db", e.file / "k.db"],
+        "--db",
+        r"/file exists and is not a directory$",
+    ),
+    Bad(
+        "unwritable-extract-db",
+        lambda e: ["extract", e.run, "--steps", 1, "--db", e.file / "k.db"],
         "--db",
         r"/file exists and is not a directory$",
     ),

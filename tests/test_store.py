@@ -387,6 +387,7 @@ def test_runs_command_csv(tmp_path: Path):
         ]
         _start(store, "run-bad")
         store.fail_run("run-bad", "boom")
+        store.update_run(ids[0], params={"P": 40_000, "non_embedding": 16_000})
         finished = {r.run_id: r for r in store.list_runs("finished")}
     out = tmp_path / "runs.csv"
     res = CliRunner().invoke(_cli(), ["runs", "--db", str(db), "--csv", str(out)])
@@ -403,6 +404,11 @@ def test_runs_command_csv(tmp_path: Path):
     assert float(rows[1]["fraction_stored"]) < 0.9 < float(rows[0]["fraction_stored"])
     assert not list(tmp_path.glob("*.tmp"))
     assert {r["quantize"] for r in rows} == {""}  # kcap quantize rows say int4-gptq(-g128)
+    by_id = {r["run_id"]: r for r in rows}
+    bits = finished[ids[0]].metrics["bits"]["total"]
+    assert float(by_id[ids[0]]["R_non_embedding"]) == pytest.approx(bits / 16_000, abs=1e-4)
+    assert by_id[ids[1]]["R_non_embedding"] == ""  # no parameter counts recorded
+    assert by_id[ids[0]]["seed"] == "0" and by_id[ids[0]]["packed_with"] == "0"
 
 
 def test_csv_names_quantized_measurements():

@@ -1,7 +1,9 @@
 """Training: the loss falls; checkpoint + resume equals an uninterrupted run bitwise (CPU)."""
 
+import itertools
 import json
 
+import pytest
 import torch
 from tests.tiny import tiny_run
 
@@ -102,3 +104,37 @@ def test_run_report_reads_losses_past_logged_events(tmp_path):
     losses, measures = read_metrics(tmp_path)
     assert [r["loss"] for r in losses] == [5.0, 4.0]
     assert measures == [records[-1]]
+
+
+def test_learning_rate_schedules():
+    """Warmup, then cosine to min_lr_ratio x lr at the last step, or warmup-stable-decay: the
+    peak held, then a linear decay over the last decay_fraction of the steps."""
+    from kcap.training.schedule import lr_at
+
+    total, warmup = 100, 10
+    cos = [lr_at(s, total, warmup, 1.0, 0.1) for s in range(total + 1)]
+    assert cos[0] == 0.1 and cos[9] == 1.0 and cos[10] == 1.0
+    assert cos[total] == pytest.approx(0.1) and cos[55] == pytest.approx(0.55)
+    assert all(a >= b for a, b in itertools.pairwise(cos[10:]))
+    wsd = [
+        lr_at(s, total, warmup, 1.0, 0.1, schedule="wsd", decay_fraction=0.2) for s in range(101)
+    ]
+    assert wsd[:10] == cos[:10]
+    assert all(x == 1.0 for x in wsd[10:81])  # held at the peak until the last 20 steps
+    assert wsd[90] == pytest.approx(0.55) and wsd[total] == pytest.approx(0.1)
+    # a decay longer than what warmup leaves starts right after warmup
+    short = [lr_at(s, 20, 10, 1.0, 0.0, schedule="wsd", decay_fraction=0.9) for s in range(21)]
+    assert short[10] == 1.0 and short[15] == pytest.approx(0.5) and short[20] == 0.0
+
+
+def test_schedule_defaults_keep_run_ids():
+    """Configs written before the schedule setting existed keep their hash (run id)."""
+    from kcap.training.config import config_hash, parse_config
+
+    raw = {"dataset": {"kind": "bios", "n": 10}, "model": {"preset": "gpt2-1-1"}}
+    cfg = parse_config(raw)
+    assert "schedule" not in cfg.model_dump()["training"]
+    same = parse_config(raw | {"training": {"schedule": "cosine", "decay_fraction": 0.2}})
+    assert config_hash(same.model_dump()) == config_hash(cfg.model_dump())
+    wsd = parse_config(raw | {"training": {"schedule": "wsd"}})
+    assert config_hash(wsd.model_dump()) != config_hash(cfg.model_dump())

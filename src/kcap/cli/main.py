@@ -17,6 +17,7 @@ from kcap import __version__
 from kcap.cli import data as data_cmd
 from kcap.cli import demo as demo_cmd
 from kcap.cli import export as export_cmd
+from kcap.cli import extract as extract_cmd
 from kcap.cli import model as model_cmd
 from kcap.cli import plan as plan_cmd
 from kcap.cli import quantize as quantize_cmd
@@ -92,6 +93,9 @@ app.command("measure", help="Measure the knowledge a trained run stores.")(train
 app.command("quantize", help="Quantize a run's weights (int8/4/3/2), then measure it again.")(
     quantize_cmd.quantize_cmd
 )
+app.command(
+    "extract", help="Knowledge extraction: QA fine-tune on half the people, test the other half."
+)(extract_cmd.extract_cmd)
 app.command("demo", help="The embedded default: a small end-to-end study on the CPU.")(
     demo_cmd.demo
 )

@@ -121,6 +121,9 @@ CSV_COLUMNS = (
     "P",
     "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
+    # what an ablation varies, and capacity per non-embedding parameter (issue 11)
+    "seed", "weight_decay", "batch_size", "window", "vocab", "tokenizer", "schedule",
+    "warmup_steps", "init_std", "non_embedding", "R_non_embedding", "packed_with",
 )  # fmt: skip
 
 
@@ -135,6 +138,8 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
     cfg, m, t = rec.config, rec.metrics, rec.timings
     model, bits = cfg.get("model", {}), m.get("bits", {})
     overrides = model.get("overrides") or {}
+    training, dataset = cfg.get("training", {}), cfg.get("dataset", {})
+    non_embedding = (rec.params or {}).get("non_embedding")
     return {
         "run_id": rec.run_id,
         "name": rec.name,
@@ -159,6 +164,18 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "steps": t.get("steps"),
         "tokens": t.get("tokens"),
         "train_s": round(t["train_s"]) if "train_s" in t else None,
+        "seed": training.get("seed", 0),
+        "weight_decay": training.get("weight_decay"),
+        "batch_size": training.get("batch_size"),
+        "window": training.get("window"),
+        "vocab": dataset.get("vocab"),
+        "tokenizer": dataset.get("tokenizer", "bpe"),
+        "schedule": training.get("schedule", "cosine"),
+        "warmup_steps": training.get("warmup_steps"),
+        "init_std": overrides.get("init_std", 0.02),
+        "non_embedding": non_embedding,
+        "R_non_embedding": round(bits["total"] / non_embedding, 4) if non_embedding else None,
+        "packed_with": t.get("packed_with", 0),
     }
 
 

@@ -27,6 +27,12 @@ def sweep(
         Path("kcap-sweep"), "--out", help="Sweep folder: runs/<run id>/ and shared datasets/."
     ),
     workers: int = typer.Option(1, "--workers", "-j", help="Runs in parallel on this machine."),
+    pack: int = typer.Option(
+        1,
+        "--pack",
+        help="Train up to K runs of one model shape as one packed model per worker "
+        "(each keeps its own run directory, checkpoints and row).",
+    ),
     threads: int = typer.Option(
         None, "--threads", help="Torch threads per worker (default: cores // workers)."
     ),
@@ -96,11 +102,13 @@ def sweep(
         retry_failed=retry_failed,
         ray=ray,
         progress=progress and not json_out,
+        pack=pack,
     )
     if not json_out:
         err.print(
             f"sweep {grid.name}: {len(points)} runs, {workers} worker(s) x "
-            f"{threads or default_threads(workers)} thread(s){f', Ray {ray}' if ray else ''}; "
+            f"{threads or default_threads(workers)} thread(s){f', Ray {ray}' if ray else ''}"
+            f"{f', packs of up to {pack}' if pack > 1 else ''}; "
             f"store {db}, runs in {out / 'runs'}"
         )
     from kcap.training.interrupt import Aborted
@@ -108,6 +116,7 @@ def sweep(
     resume = " ".join(
         ["kcap sweep", shlex.quote(str(grid_file)), "--db", shlex.quote(str(db))]
         + ["--out", shlex.quote(str(out)), "--workers", str(workers)]
+        + (["--pack", str(pack)] if pack > 1 else [])
         + [f"--set {shlex.quote(s)}" for s in set_]
     )
     try:

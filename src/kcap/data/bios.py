@@ -262,6 +262,10 @@ def render_tables() -> RenderTables:
     )
 
 
+# token-count tables by tokenizer fingerprint (`BioSRenderer.length_tables`)
+_LENGTH_TABLES: dict[str, tuple] = {}
+
+
 class BioSRenderer:
     """Renders people of a population as labelled documents, for one variant.
 
@@ -282,12 +286,13 @@ class BioSRenderer:
         self.attribute_pieces = tables.attribute_pieces
 
     def length_tables(self, tok) -> tuple[np.ndarray, tuple, tuple]:
-        """Token-count tables for `BioSSource.token_lengths` (cached per tokenizer):
+        """Token-count tables for `BioSSource.token_lengths` (cached per process and tokenizer:
+        the members of a pack, or a sweep worker's runs, share them):
         template text [attr, template, gender, subject_is_name, lead] (literals and pronouns),
         name parts ([first, lead], [middle], [last]) and values (one array per attribute)."""
-        cached = getattr(self, "_length_tables", None)
-        if cached is not None and cached[0] is tok:
-            return cached[1]
+        cached = _LENGTH_TABLES.get(tok.fingerprint)
+        if cached is not None:
+            return cached
         n = lambda piece: len(tok.piece_ids(piece[0]))  # noqa: E731
         most = max(len(per_attr) for per_attr in self.compiled)
         fixed = np.zeros((len(self.compiled), most, 2, 2, 2), dtype=np.int64)
@@ -305,7 +310,9 @@ class BioSRenderer:
         values = tuple(
             np.array([n(p) for p in pieces], dtype=np.int64) for pieces in self.attribute_pieces
         )
-        self._length_tables = (tok, (fixed, names, values))
+        if len(_LENGTH_TABLES) >= 8:  # a process meets few tokenizers; keep memory bounded
+            _LENGTH_TABLES.clear()
+        _LENGTH_TABLES[tok.fingerprint] = (fixed, names, values)
         return fixed, names, values
 
     def value_pieces(self) -> list[str]:

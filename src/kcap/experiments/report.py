@@ -3,7 +3,9 @@
 What it shows: the twelve results of SPEC §7 (the paper's claim, our figure, the scale, a verdict
 with the numbers), the table of fitted laws, and the figures -- per group a Figure-1-style plot
 (bits stored against P, log-log, one series per N, the 2·P and 1·P lines and the fitted law),
-capacity by architecture, bits over training, and the bioD per-component bars. Every figure is
+capacity by architecture, bits over training, and the bioD per-component bars; where a run has
+an extraction probe (`kcap extract`), its memorisable and extractable accuracy beside its bits
+(the runs table, and a knowledge-extraction table; runs without one show a dash). Every figure is
 written as PNG and SVG under ``figures/``; the page references them relatively, so the folder
 opens from disk with no server and no network. A few lines of inline script mark figures that
 failed to load (and let a headless browser count them).
@@ -328,14 +330,85 @@ def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report")
     laws = analyse(points)
     findings = evaluate_all(laws)
     status = _status_counts(db)
+    extractions = load_extractions(db)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     source = relative_to(db, out)
     with staged_dir(out, merge=True) as tmp:
         figures = make_figures(tmp / FIGURES, laws, points)
         slugs = {f.slug for f in figures}
-        _write_html(tmp, title, stamp, source, status, findings, laws, figures, slugs, points)
-        _write_markdown(tmp, title, stamp, source, status, findings, laws, figures, slugs, points)
+        args = (title, stamp, source, status, findings, laws, figures, slugs, points, extractions)
+        _write_html(tmp, *args)
+        _write_markdown(tmp, *args)
     return out / "index.html"
+
+
+def load_extractions(db: str | Path) -> dict[str, dict]:
+    """Each run's latest extraction result (RUN_DIR/extract.json's content), by run_id."""
+    if not Path(db).is_file():
+        return {}
+    with ResultsStore(db) as store:
+        return {run_id: rec.result for run_id, rec in store.latest_extractions().items()}
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+_EXTRACTION_HEAD = [
+    "name",
+    "dataset",
+    "bits",
+    "R",
+    "memorisable",
+    "extractable",
+    "chance",
+    "held out",
+    "fine-tuning",
+]
+
+
+def _extraction_rows(points: list[Point], extractions: dict[str, dict]) -> list[list[str]]:
+    """One row per run with an extraction: its bits beside memorisable, extractable and chance
+    accuracy (overall); a run not among the finished points shows its bits as a dash."""
+    by_id = {p.run_id: p for p in points}
+    rows = []
+    for run_id, r in sorted(extractions.items(), key=lambda kv: kv[1].get("name") or kv[0]):
+        p = by_id.get(run_id)
+        f = r["finetune"]
+        how = (
+            f"LoRA q/v {f['qv_rank']}, emb {f['embedding_rank']}"
+            if f["method"] == "lora"
+            else "full"
+        )
+        rows.append(
+            [
+                r.get("name") or run_id,
+                _dataset_label(r),
+                "—" if p is None else f"{p.bits:,.0f}",
+                "—" if p is None else f"{p.R:.3f}",
+                _pct(r["memorisable"]["overall"]),
+                _pct(r["extractable"]["overall"]),
+                _pct(r["chance"]["overall"]),
+                f"{r['extractable']['n_people']:,}",
+                f"{how}, {f['steps']:,} steps",
+            ]
+        )
+    return rows
+
+
+def _dataset_label(r: dict) -> str:
+    """The probed dataset: its kind, its variant when it has one, N."""
+    variant = (r.get("dataset") or {}).get("variant")
+    return f"{r['kind']}{f' ({variant})' if variant else ''} N={r['n_people']:,}"
+
+
+_EXTRACTION_NOTE = (
+    "Memorisable: greedy exact match of each value after its training-style prefix (the "
+    "measure's recall). Extractable: exact-match answers to QA about the held-out half of the "
+    "people after fine-tuning a copy of the model on the other half's QA pairs (`kcap "
+    "extract`). Chance: the most common answer's frequency among the held-out people. All "
+    "averaged over bioS's five attributes (or bioD's K)."
+)
 
 
 def relative_to(path: str | Path, folder: Path) -> str:
@@ -358,7 +431,9 @@ def _verdict_class(verdict: str) -> str:
     return "v-" + verdict.replace(" ", "-")
 
 
-def _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, points) -> None:
+def _write_html(
+    out, title, stamp, db, status, findings, laws, figures, slugs, points, extractions
+) -> None:
     h = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -429,19 +504,44 @@ def _write_html(out, title, stamp, db, status, findings, laws, figures, slugs, p
             f"<details><summary>{len(points)} finished runs</summary>"
             "<table><thead><tr><th>name</th><th>family</th><th>exposures</th><th>arch</th>"
             "<th>N</th><th>P</th><th>bits</th><th>R</th><th>R_max</th><th>recall</th>"
-            "</tr></thead><tbody>"
+            "<th>memorisable</th><th>extractable (chance)</th></tr></thead><tbody>"
         )
         for p in sorted(points, key=lambda p: (p.family, p.exposures, p.arch, p.n, p.P)):
+            r = extractions.get(p.run_id)
+            if r is None:
+                mem = ext = "—"
+            else:
+                mem = _pct(r["memorisable"]["overall"])
+                ext = f"{_pct(r['extractable']['overall'])} ({_pct(r['chance']['overall'])})"
             h.append(
                 f"<tr><td><code>{_e(p.name)}</code></td><td>{_e(p.family)}</td>"
                 f'<td class="num">{p.exposures}</td><td>{_e(p.arch)}</td>'
                 f'<td class="num">{p.n:,}</td><td class="num">{p.P:,}</td>'
                 f'<td class="num">{p.bits:,.0f}</td><td class="num">{p.R:.3f}</td>'
-                f'<td class="num">{p.R_max:.3f}</td><td class="num">{p.recall:.1%}</td></tr>'
+                f'<td class="num">{p.R_max:.3f}</td><td class="num">{p.recall:.1%}</td>'
+                f'<td class="num">{mem}</td><td class="num">{_e(ext)}</td></tr>'
             )
         h.append("</tbody></table></details>")
     else:
         h.append("<p>none</p>")
+    if extractions:
+        h.append('<h2 id="extraction">Knowledge extraction</h2>')
+        h.append(f"<p>{_e(_EXTRACTION_NOTE)}</p>")
+        h.append(
+            '<table id="extraction-table"><thead><tr>'
+            + "".join(f"<th>{_e(c)}</th>" for c in _EXTRACTION_HEAD)
+            + "</tr></thead><tbody>"
+        )
+        for row in _extraction_rows(points, extractions):
+            h.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{_e(c)}</td>" if i in (0, 1, 8) else f'<td class="num">{_e(c)}</td>'
+                    for i, c in enumerate(row)
+                )
+                + "</tr>"
+            )
+        h.append("</tbody></table>")
     h.append('<h2 id="method">Method</h2>')
     h.append(f"<p>{_e(_METHOD)}</p>")
     h.append("</body></html>")
@@ -472,7 +572,9 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
-def _write_markdown(out, title, stamp, db, status, findings, laws, figures, slugs, points) -> None:
+def _write_markdown(
+    out, title, stamp, db, status, findings, laws, figures, slugs, points, extractions
+) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "no runs"
     md = [
         f"# {title}",
@@ -512,5 +614,10 @@ def _write_markdown(out, title, stamp, db, status, findings, laws, figures, slug
             fig.caption,
             "",
         ]
+    if extractions:
+        md += ["## Knowledge extraction", "", _EXTRACTION_NOTE, ""]
+        md += [_md_row(_EXTRACTION_HEAD), _md_row(["---"] * len(_EXTRACTION_HEAD))]
+        md += [_md_row(row) for row in _extraction_rows(points, extractions)]
+        md.append("")
     md += ["## Method", "", _METHOD, ""]
     (out / "report.md").write_text("\n".join(md))

@@ -1,4 +1,6 @@
-"""A report folder for one run: markdown summary plus loss and bits-over-training plots (PNG)."""
+"""A report folder for one run: markdown summary plus loss and bits-over-training plots (PNG),
+and, when the run has been probed (RUN_DIR/extract.json, `kcap extract`), its memorisable and
+extractable accuracy per attribute."""
 
 from __future__ import annotations
 
@@ -54,6 +56,43 @@ def _attribute_label(attribute: str, m: dict) -> str:
 def _notes_section(notes: list[str]) -> list[str]:
     """Markdown lines saying what this kind's figures mean, when the measurement says."""
     return ["## Notes", "", *(f"- {note}" for note in notes), ""] if notes else []
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def extraction_section(r: dict) -> list[str]:
+    """Markdown lines of an extraction probe's result (RUN_DIR/extract.json): memorisable,
+    extractable and chance accuracy per attribute and overall."""
+    mem, ext, chance = r["memorisable"], r["extractable"], r["chance"]
+    f = r["finetune"]
+    how = (
+        f"LoRA rank {f['qv_rank']} on q/v and {f['embedding_rank']} on the embedding"
+        if f["method"] == "lora"
+        else "full fine-tuning"
+    )
+    md = [
+        "## Knowledge extraction",
+        "",
+        f"Fine-tuned a copy on the QA pairs of {r['split']['finetune_people']:,} people "
+        f"({how}, {f['steps']:,} steps); answers of the other "
+        f"{ext['n_people']:,} people scored by exact match; {chance['rule']}.",
+        "",
+        "| attribute | memorisable | extractable | chance |",
+        "|---|---|---|---|",
+    ]
+    for a in r["attributes"]:
+        label = a if a in r["overall_attributes"] else f"{a} (not in overall)"
+        md.append(
+            f"| {label} | {_pct(mem['per_attribute'].get(a))} | "
+            f"{_pct(ext['per_attribute'].get(a))} | {_pct(chance['per_attribute'].get(a))} |"
+        )
+    md.append(
+        f"| **overall** | {_pct(mem['overall'])} | {_pct(ext['overall'])} | "
+        f"{_pct(chance['overall'])} |"
+    )
+    return [*md, ""]
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
@@ -117,12 +156,24 @@ def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -
     plt.close(fig)
 
     exposures = summary["exposures"]
+    extraction = None
+    if (run_dir / "extract.json").is_file():
+        extraction = json.loads((run_dir / "extract.json").read_text())
     rows = [
         ("dataset", f"{m['kind']}, N = {m['n_people']:,}"),
         *measurement_rows(m),
         *summary_rows(summary),
         ("exposures (min / max realised)", f"{exposures['min']} / {exposures['max']}"),
     ]
+    if extraction is not None:
+        rows += [
+            ("memorisable accuracy", _pct(extraction["memorisable"]["overall"])),
+            (
+                "extractable accuracy (chance)",
+                f"{_pct(extraction['extractable']['overall'])} "
+                f"({_pct(extraction['chance']['overall'])})",
+            ),
+        ]
     per_attr = "\n".join(
         f"| {_attribute_label(a, m)} | {m['loss_per_attribute'][a]:.3f} | "
         f"{m['bits_per_attribute'][a]:,.0f} | "
@@ -144,6 +195,7 @@ def write_run_report(run_dir: Path, out_dir: Path, *, title: str = "kcap run") -
             if m.get("notes")
             else []
         ),
+        *(extraction_section(extraction) if extraction is not None else []),
         "![training loss](loss.png)",
         "",
         "![bits over training](bits.png)",

@@ -11,6 +11,11 @@ Each claim gets a fresh token. Whoever holds a run passes its token to `update_r
 reclaimed as stale and someone else holds it now) changes nothing and raises `LostClaim`, so a
 run has one writer in the store however its processes die.
 
+Extraction probes (`kcap extract`, `kcap.measure.extract`) are recorded beside the runs, in
+the ``extractions`` table: one row per (run_id, settings hash), the probe's JSON result, linked
+to a run by its ``run_id`` (the run need not be in this store). Schema v3 added that table; a
+v1 or v2 store gains it (empty) when opened, its runs untouched.
+
 Only the standard library's :mod:`sqlite3` is used.
 """
 
@@ -35,6 +40,7 @@ __all__ = [
     "DEFAULT_DB",
     "SCHEMA_VERSION",
     "STATUSES",
+    "ExtractionRecord",
     "LostClaim",
     "ResultsStore",
     "RunRecord",
@@ -42,7 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_DB = "kcap.db"
-SCHEMA_VERSION = 2  # v2: claim_token
+SCHEMA_VERSION = 3  # v2: claim_token; v3: the extractions table
 STATUSES = ("running", "finished", "failed")
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -72,6 +78,16 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS idx_runs_config_hash ON runs (config_hash);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS extractions (
+    run_id        TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    settings_json TEXT,
+    result_json   TEXT,
+    run_dir       TEXT,
+    created_at    REAL,
+    updated_at    REAL,
+    PRIMARY KEY (run_id, settings_hash)
+);
 """
 
 _COLUMNS = (
@@ -158,6 +174,37 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
         return dataclasses.asdict(self)
+
+
+@dataclass
+class ExtractionRecord:
+    """One row of the ``extractions`` table: the probe's result for one run and settings."""
+
+    run_id: str
+    settings_hash: str
+    settings: dict
+    result: dict
+    run_dir: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: tuple) -> ExtractionRecord:
+        run_id, settings_hash, settings, result, run_dir, created_at, updated_at = tuple(row)
+        return cls(
+            run_id=run_id,
+            settings_hash=settings_hash,
+            settings=_loads(settings) or {},
+            result=_loads(result) or {},
+            run_dir=run_dir,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+
+
+_EXTRACTION_COLUMNS = (
+    "run_id, settings_hash, settings_json, result_json, run_dir, created_at, updated_at"
+)
 
 
 class LostClaim(RuntimeError):
@@ -415,6 +462,40 @@ class ResultsStore:
 
         return self._write(body)
 
+    def record_extraction(
+        self,
+        run_id: str,
+        settings_hash: str,
+        *,
+        settings: dict,
+        result: dict,
+        run_dir: str | None = None,
+    ) -> None:
+        """Record (or replace) the extraction probe of ``run_id`` with these settings; a
+        replaced row keeps its ``created_at``."""
+        now = time.time()
+        self._write(
+            lambda conn: conn.execute(
+                f"""
+                INSERT INTO extractions ({_EXTRACTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (run_id, settings_hash) DO UPDATE SET
+                    settings_json = excluded.settings_json,
+                    result_json = excluded.result_json,
+                    run_dir = excluded.run_dir,
+                    updated_at = excluded.updated_at
+                """,
+                (
+                    run_id,
+                    settings_hash,
+                    _dumps(settings),
+                    _dumps(result),
+                    None if run_dir is None else str(run_dir),
+                    now,
+                    now,
+                ),
+            )
+        )
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -432,6 +513,25 @@ class ResultsStore:
             args = (status,)
         sql += " ORDER BY created_at, run_id"
         return [RunRecord.from_row(row) for row in self._read(sql, args)]
+
+    def get_extraction(self, run_id: str, settings_hash: str) -> ExtractionRecord | None:
+        rows = self._read(
+            f"SELECT {_EXTRACTION_COLUMNS} FROM extractions WHERE run_id = ? AND settings_hash = ?",
+            (run_id, settings_hash),
+        )
+        return ExtractionRecord.from_row(rows[0]) if rows else None
+
+    def list_extractions(self, run_id: str | None = None) -> list[ExtractionRecord]:
+        """Every extraction (or those of ``run_id``), oldest update first."""
+        sql, args = f"SELECT {_EXTRACTION_COLUMNS} FROM extractions", ()
+        if run_id is not None:
+            sql, args = sql + " WHERE run_id = ?", (run_id,)
+        rows = self._read(sql + " ORDER BY updated_at, run_id, settings_hash", args)
+        return [ExtractionRecord.from_row(row) for row in rows]
+
+    def latest_extractions(self) -> dict[str, ExtractionRecord]:
+        """Each run's most recently recorded extraction, by run_id."""
+        return {rec.run_id: rec for rec in self.list_extractions()}
 
     def is_finished(self, run_id: str) -> bool:
         rows = self._read("SELECT status FROM runs WHERE run_id = ?", (run_id,))

@@ -33,6 +33,12 @@ resumes it. A second signal stops everything at once. A worker whose driver is g
 -9``) stops by itself (`kcap.training.interrupt.watch_parent`).
 
 Each worker process uses ``threads`` torch threads (cores // workers by default).
+
+Packs (``pack`` > 1, `kcap sweep --pack K`): a worker trains up to K points that can share a
+model (`kcap.training.packed.pack_key`: same shape, batch, window, device) as one packed model,
+taken in grid order. Everything else is per point: each is claimed, locked, checkpointed,
+resumed and recorded on its own, exactly as when it runs alone (a packed run's row differs
+only by ``timings.packed_with``); a point that cannot pack runs alone.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ __all__ = [
     "SweepOptions",
     "SweepSummary",
     "ensure_dataset",
+    "execute_pack",
     "execute_point",
     "point_states",
     "run_is_alive",
@@ -87,6 +94,7 @@ class SweepOptions:
     claim_grace: float = CLAIM_GRACE_S  # unlocked this long after its claim: a local run is dead
     heartbeat_every: float = 20.0
     stop_grace: float = 120.0  # after a stop signal, how long workers get to checkpoint
+    pack: int = 1  # > 1: train up to this many points of one shape as one packed model
 
 
 @dataclass
@@ -201,10 +209,13 @@ def _init_worker(queue: Any, parent: int) -> None:
 
 
 def _run_task(execute: Callable[[dict], dict], task: dict) -> dict:
-    """Run ``execute(task)`` in a worker holding the run directory's lock."""
+    """Run ``execute(task)`` in a worker holding the lock of its run directory (of each
+    member's, for a pack)."""
     _BUSY[0] = True
     try:
-        with runlock.RunLock(task["run_dir"], field="run_dir"):
+        with contextlib.ExitStack() as locks:
+            for member in task.get("members", [task]):
+                locks.enter_context(runlock.RunLock(member["run_dir"], field="run_dir"))
             return execute(task)
     finally:
         _BUSY[0] = False
@@ -237,24 +248,18 @@ def ensure_dataset(point: GridPoint, cache: Path) -> Path | None:
     return target
 
 
-def execute_point(task: dict) -> dict:
-    """Train and measure one point in a worker; returns what the driver records in the store.
-
-    ``task``: run_id, config (dict), run_dir, cache (dataset cache), threads, mode
-    ("resume": continue from a checkpoint in run_dir if there is one; "fresh": start over).
-    """
-    import torch
-
+def _start_member(task: dict):
+    """Set up one point's run in a worker: its run directory (resumed from a checkpoint when
+    ``mode`` is "resume" and there is one), the shared dataset, and its `Trainer`, which posts
+    progress to the driver. Returns ``(trainer, resumed)``."""
     from kcap.experiments.grid import GridPoint
     from kcap.training import checkpoint
     from kcap.training.config import RunConfig
     from kcap.training.trainer import Trainer
 
     run_id, run_dir = task["run_id"], Path(task["run_dir"])
-    torch.set_num_threads(task["threads"])
     cfg = RunConfig.model_validate(task["config"])
     point = GridPoint(cfg, run_id, {})
-    t0 = time.time()
     try:
         resume = task["mode"] == "resume" and checkpoint.exists(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,27 +282,35 @@ def execute_point(task: dict) -> dict:
         trainer = Trainer(cfg, run_dir, progress=False, on_step=on_step, threads=task["threads"])
         if resume:
             trainer.load_checkpoint()
-        post(
-            "started",
-            run_id,
-            total_steps=trainer.total_steps,
-            step=trainer.step,
-            resumed=resume,
-            params=trainer.params,
-            manifest=trainer.dataset.manifest,
-        )
-        result = trainer.fit()
-        summary = trainer.summary()
     except interrupt.RunInterrupted:
         raise
     except BaseException:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        _write_error(run_dir)
         raise
+    post(
+        "started",
+        run_id,
+        total_steps=trainer.total_steps,
+        step=trainer.step,
+        resumed=resume,
+        params=trainer.params,
+        manifest=trainer.dataset.manifest,
+    )
+    return trainer, resume
+
+
+def _write_error(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text(traceback.format_exc())
+
+
+def _member_output(trainer, result, started: float, resumed: bool) -> dict:
+    """What the driver records in the store for a finished run."""
+    summary = trainer.summary()
     metrics = result.to_dict()
-    metrics["history"] = _history(run_dir)
+    metrics["history"] = _history(trainer.run_dir)
     timings = {
-        "wall_s": time.time() - t0,
+        "wall_s": time.time() - started,
         "train_s": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"],
         "steps": summary["steps"],
@@ -306,9 +319,69 @@ def execute_point(task: dict) -> dict:
         "threads": summary["threads"],
         "device": summary["device"],
         "host": socket.gethostname(),
-        "resumed": resume,
+        "resumed": resumed,
     }
+    if summary.get("packed_with"):
+        timings["packed_with"] = summary["packed_with"]
     return {"metrics": metrics, "timings": timings, "params": trainer.params}
+
+
+def execute_point(task: dict) -> dict:
+    """Train and measure one point in a worker; returns what the driver records in the store.
+
+    ``task``: run_id, config (dict), run_dir, cache (dataset cache), threads, mode
+    ("resume": continue from a checkpoint in run_dir if there is one; "fresh": start over).
+    """
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    t0 = time.time()
+    trainer, resumed = _start_member(task)
+    try:
+        result = trainer.fit()
+    except interrupt.RunInterrupted:
+        raise
+    except BaseException:
+        _write_error(trainer.run_dir)
+        raise
+    return _member_output(trainer, result, t0, resumed)
+
+
+def execute_pack(task: dict) -> dict:
+    """Train the points ``task["members"]`` (tasks as for `execute_point`) as packs
+    (`kcap.training.packed`); returns ``{"members": {run_id: output or {"error": text}}}``.
+    A member that fails to start or stops with an error fails alone; a stop request
+    checkpoints every member and raises `RunInterrupted` (all are interrupted)."""
+    import torch
+
+    from kcap.training.packed import train_packed
+
+    torch.set_num_threads(task["threads"])
+    t0 = time.time()
+    out: dict[str, dict] = {}
+    trainers = {}
+    for member in task["members"]:
+        try:
+            trainers[member["run_id"]] = _start_member(member)
+        except (interrupt.RunInterrupted, interrupt.Aborted):
+            raise
+        except Exception as exc:  # this member fails; the others still train
+            out[member["run_id"]] = {"error": _error_line(exc)}
+    by_dir = {t.run_dir.name: (run_id, t, r) for run_id, (t, r) in trainers.items()}
+    outcomes = train_packed([t for t, _ in trainers.values()])
+    for name, outcome in outcomes.items():
+        run_id, trainer, resumed = by_dir[name]
+        if outcome.error is not None:
+            (trainer.run_dir / "error.txt").write_text(f"{_error_line(outcome.error)}\n")
+            out[run_id] = {"error": _error_line(outcome.error)}
+        else:
+            out[run_id] = _member_output(trainer, outcome.result, t0, resumed)
+    return {"members": out}
+
+
+def _error_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:500]
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -453,6 +526,8 @@ def run_sweep(
     """
     if opts.workers < 1:
         raise KcapError("--workers", f"must be at least 1; got {opts.workers}")
+    if opts.pack < 1:
+        raise KcapError("--pack", f"must be at least 1; got {opts.pack}")
     with interrupt.handle_signals():
         return _Driver(points, opts, name, execute).run()
 
@@ -466,7 +541,8 @@ class _Driver:
         self.threads = opts.threads or default_threads(opts.workers)
         self.cache = (opts.out / "datasets").resolve()
         self.pending = list(points)
-        self.active: dict[Any, tuple[GridPoint, str]] = {}  # handle -> (point, claim token)
+        # handle -> its points and their claim tokens (several for a pack)
+        self.active: dict[Any, list[tuple[GridPoint, str]]] = {}
         self.backend = None
         self.stopping_since: float | None = None
 
@@ -494,7 +570,7 @@ class _Driver:
             if stop is not None and self.stopping_since is None:
                 self._stop(stop)
             while self.stopping_since is None and self.pending and len(self.active) < opts.workers:
-                self._submit(store, view, self.pending.pop(0))
+                self._submit(store, view, self._next_job())
             if not self.active:
                 if self.stopping_since is not None:
                     break
@@ -511,54 +587,97 @@ class _Driver:
             view.heartbeat(store, opts.heartbeat_every, self.tokens)
 
     def tokens(self) -> dict[str, str]:
-        return {point.run_id: token for point, token in self.active.values()}
+        return {point.run_id: token for job in self.active.values() for point, token in job}
 
-    def _submit(self, store: ResultsStore, view: _View, point: GridPoint) -> None:
-        run_dir = run_dir_of(self.opts, point)
-        mode, token, why = _try_claim(store, point, run_dir, self.opts)
-        if mode is None:
-            self.summary.skipped[why] = self.summary.skipped.get(why, 0) + 1
-            view.skip()
+    def _next_job(self) -> list[GridPoint]:
+        """The next pending point, with (``--pack K``) up to K - 1 more that can share its pack."""
+        from kcap.training.packed import pack_key  # torch: not needed before the first run
+
+        first = self.pending.pop(0)
+        key = pack_key(first.config) if self.opts.pack > 1 else None
+        if key is None:
+            return [first]
+        job = [first]
+        for point in list(self.pending):
+            if len(job) == self.opts.pack:
+                break
+            if pack_key(point.config) == key:
+                job.append(point)
+                self.pending.remove(point)
+        return job
+
+    def _submit(self, store: ResultsStore, view: _View, points: list[GridPoint]) -> None:
+        """Claim ``points`` and hand those claimed to a worker: one run, or one pack."""
+        tasks, claimed = [], []
+        for point in points:
+            run_dir = run_dir_of(self.opts, point)
+            mode, token, why = _try_claim(store, point, run_dir, self.opts)
+            if mode is None:
+                self.summary.skipped[why] = self.summary.skipped.get(why, 0) + 1
+                view.skip()
+                continue
+            tasks.append(
+                {
+                    "run_id": point.run_id,
+                    "config": point.config.model_dump(),
+                    "run_dir": str(run_dir),
+                    "cache": str(self.cache),
+                    "threads": self.threads,
+                    "mode": mode,
+                }
+            )
+            claimed.append((point, token))
+        if not claimed:
             return
         if self.backend is None:
             self.backend = _make_backend(self.opts, self.threads)
-        task = {
-            "run_id": point.run_id,
-            "config": point.config.model_dump(),
-            "run_dir": str(run_dir),
-            "cache": str(self.cache),
-            "threads": self.threads,
-            "mode": mode,
-        }
-        self.active[self.backend.submit(self.execute, task)] = (point, token)
-        view.add(point)
-        self.summary.ran += 1
+        if len(claimed) == 1 and self.opts.pack <= 1:
+            handle = self.backend.submit(self.execute, tasks[0])
+        else:  # a pack, even of one point left over: the same code path for every --pack run
+            job = {"members": tasks, "threads": self.threads}
+            handle = self.backend.submit(execute_pack, job)
+        self.active[handle] = claimed
+        for point, _ in claimed:
+            view.add(point)
+        self.summary.ran += len(claimed)
 
     def _record(self, store: ResultsStore, view: _View, handle: Any) -> None:
-        """Record a finished handle: the run finished, failed, or was interrupted."""
-        point, token = self.active.pop(handle)
-        summary = self.summary
+        """Record a finished handle: each of its runs finished, failed, or was interrupted."""
+        job = self.active.pop(handle)
         try:
             out = self.backend.result(handle)
         except BaseException as exc:  # the run failed, was interrupted, or its worker died
             error = _error_text(exc, self.backend)
-            interrupted = error.startswith(INTERRUPTED)
-            _write(store.fail_run, point.run_id, error, token=token)
-            if interrupted:
-                summary.interrupted += 1
-            else:
-                summary.failed += 1
-                summary.failures.append((point.name, error))
-            view.done(point, ok=False)
+            for point, token in job:
+                self._record_failure(store, view, point, token, error)
             if self.backend.broken(exc):
                 self.backend.shutdown(abort=True)
                 self.backend = None
-                for other, other_token in self.active.values():
-                    error = f"{INTERRUPTED}: worker pool broke"
-                    _write(store.fail_run, other.run_id, error, token=other_token)
-                    self.pending.insert(0, other)
+                for other_job in self.active.values():
+                    for other, other_token in other_job:
+                        error = f"{INTERRUPTED}: worker pool broke"
+                        _write(store.fail_run, other.run_id, error, token=other_token)
+                        self.pending.insert(0, other)
                 self.active.clear()
             return
+        members = out.get("members", {job[0][0].run_id: out})
+        for point, token in job:
+            result = members.get(point.run_id, {"error": "the pack returned no result for it"})
+            if "error" in result:
+                self._record_failure(store, view, point, token, result["error"])
+            else:
+                self._record_success(store, view, point, token, result)
+
+    def _record_failure(self, store, view, point: GridPoint, token: str, error: str) -> None:
+        _write(store.fail_run, point.run_id, error, token=token)
+        if error.startswith(INTERRUPTED):
+            self.summary.interrupted += 1
+        else:
+            self.summary.failed += 1
+            self.summary.failures.append((point.name, error))
+        view.done(point, ok=False)
+
+    def _record_success(self, store, view, point: GridPoint, token: str, out: dict) -> None:
         ok = _write(
             store.finish_run,
             point.run_id,
@@ -568,9 +687,10 @@ class _Driver:
         )
         if ok:
             store.update_run(point.run_id, token=token, params=out["params"])
-            summary.finished += 1
+            self.summary.finished += 1
         else:
-            summary.skipped["lost its claim"] = summary.skipped.get("lost its claim", 0) + 1
+            lost = self.summary.skipped.get("lost its claim", 0)
+            self.summary.skipped["lost its claim"] = lost + 1
         view.done(point, ok=ok)
 
     def _stop(self, stop: tuple[str, int]) -> None:
@@ -583,9 +703,10 @@ class _Driver:
 
     def _abandon(self, store: ResultsStore, exc: BaseException) -> None:
         """Stop at once: every active run recorded interrupted, every worker killed."""
-        for point, token in self.active.values():
-            reason = getattr(exc, "reason", type(exc).__name__)
-            _write(store.fail_run, point.run_id, f"{INTERRUPTED}: {reason}", token=token)
+        reason = getattr(exc, "reason", type(exc).__name__)
+        for job in self.active.values():
+            for point, token in job:
+                _write(store.fail_run, point.run_id, f"{INTERRUPTED}: {reason}", token=token)
         if self.backend is not None:
             self.backend.shutdown(abort=True)
             self.backend = None

@@ -6,6 +6,13 @@ and a linear head (optionally tied to the embedding). Norms compute in float32 s
 is safe; attention runs through `scaled_dot_product_attention`. With `cfg.n_experts > 0` every
 block's MLP is a mixture of experts (`kcap.models.moe.MoEMLP`); its load-balancing loss is read
 through `GPT.aux_loss()` after each forward.
+
+Float32 tensors take fast paths that compute the same function as the composite code to
+float32 rounding, in fewer kernels and autograd nodes (issue 13, tests/test_speed_paths.py): the
+rotary embedding of q and k together in three row-long kernels (`_SplitRotary`), RMSNorm with a
+hand-written backward (`_RMSNorm`) and a narrow output head whose weight gradient is taken in
+the orientation BLAS runs faster (`_NarrowHead`). Other dtypes (bf16 autocast, float64) and
+torch.compile keep the composite path.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ from kcap.models.moe import MoEMLP
 # 1/sqrt(2 * n_layer).
 RESIDUAL_OUT = ("attn.proj.weight", "mlp.proj.weight", "mlp.down.weight", "mlp.w_out")
 
+# Float32 fast paths (issue 13): each computes the same function as the composite code it
+# replaces, to float32 rounding (tests/test_speed_paths.py), in fewer kernels and autograd
+# nodes. Switched off only to measure what each buys (benchmarks/bench_hf.py --ablate) and to
+# test them against the reference paths, which other dtypes (bf16 autocast, float64) take.
+FAST_PATHS = {"rotary": True, "norms": True, "head": True}
+
 
 class LayerNorm(nn.Module):
     """LayerNorm with optional bias, computed in float32."""
@@ -34,6 +47,8 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast("norms", x) and self.weight.dtype == torch.float32:
+            return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, self.eps)
         bias = None if self.bias is None else self.bias.float()
         y = F.layer_norm(x.float(), (x.size(-1),), self.weight.float(), bias, self.eps)
         return y.to(x.dtype)
@@ -48,9 +63,16 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        if _fast("norms", x) and self.weight.dtype == torch.float32:
+            return _RMSNorm.apply(x, self.weight, self.eps)
+        return rms_norm_reference(x, self.weight, self.eps)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as composite autograd ops, in float32 whatever the input dtype."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * weight.float()).to(x.dtype)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -83,6 +105,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((xr.to(x.dtype), xp), dim=-1)
 
 
+def split_rotary_reference(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, nh: int, nkv: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, heads, T, hd) of a fused projection output (B, T, (nh + 2 nkv) * hd), laid
+    out [q heads | k heads | v heads], with q and k rotated (`apply_rotary`)."""
+    B, T, _ = qkv.shape
+    hd = qkv.size(-1) // (nh + 2 * nkv)
+    q, k, v = qkv.split((nh * hd, nkv * hd, nkv * hd), dim=-1)
+    q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
+    k = k.view(B, T, nkv, hd).transpose(1, 2)
+    v = v.view(B, T, nkv, hd).transpose(1, 2)
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head (or grouped-query) causal self-attention with rotary positions."""
 
@@ -93,15 +129,25 @@ class CausalSelfAttention(nn.Module):
         qkv_out = (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim
         self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self._tables: tuple[torch.Tensor, ...] = ()  # (cos, sin, *rotary_tables(cos, sin))
+
+    def _rotary_tables(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`rotary_tables` for q's and k's heads, kept while the same cos/sin tensors come
+        (`GPT._rope` hands the same ones to every layer and every forward)."""
+        t = self._tables
+        if not t or t[0] is not cos or t[1] is not sin:
+            t = (cos, sin, *rotary_tables(cos, sin, self.n_head + self.n_kv_head, self.head_dim))
+            self._tables = t
+        return t[2:]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        hd, nh, nkv = self.head_dim, self.n_head, self.n_kv_head
-        q, k, v = self.qkv(x).split((nh * hd, nkv * hd, nkv * hd), dim=-1)
-        q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, nkv, hd).transpose(1, 2)
-        v = v.view(B, T, nkv, hd).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        nh, nkv = self.n_head, self.n_kv_head
+        qkv = self.qkv(x)
+        if _fast("rotary", qkv) and cos.dtype == torch.float32:
+            q, k, v = _SplitRotary.apply(qkv, *self._rotary_tables(cos, sin), nh, nkv)
+        else:
+            q, k, v = split_rotary_reference(qkv, cos, sin, nh, nkv)
         if nkv != nh:  # query head i uses kv head i // (nh // nkv), as in HF repeat_kv
             k = k.repeat_interleave(nh // nkv, dim=1)
             v = v.repeat_interleave(nh // nkv, dim=1)
@@ -174,6 +220,7 @@ class GPT(nn.Module):
         cos, sin = rope_cache(cfg.context, cfg.rotary_dims, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self._rope_views: tuple[torch.Tensor, ...] = ()  # (rope_cos, rope_sin, cos[:T], sin[:T])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -191,13 +238,17 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.cfg.n_layer))
 
     def _rope(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for positions 0..T-1; rebuilt (float32) if too short or cast by .to()."""
+        """cos/sin for positions 0..T-1; rebuilt (float32) if too short or cast by .to(). The
+        same two tensors while T and the buffers stay, so layers can key caches on them."""
         cos, sin = self.rope_cos, self.rope_sin
         if cos.size(0) < T or cos.dtype != torch.float32 or cos.device != device:
             length = max(T, self.cfg.context)
             cos, sin = rope_cache(length, self.cfg.rotary_dims, self.cfg.rope_base, device)
             self.rope_cos, self.rope_sin = cos, sin
-        return cos[:T], sin[:T]
+        views = self._rope_views
+        if not views or views[0] is not cos or views[1] is not sin or views[2].size(0) != T:
+            views = self._rope_views = (cos, sin, cos[:T], sin[:T])
+        return views[2], views[3]
 
     def moe_layers(self) -> list[MoEMLP]:
         """The mixture-of-experts MLPs, one per block (empty for a dense model)."""
@@ -227,4 +278,160 @@ class GPT(nn.Module):
         x = self.wte(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        return self.lm_head(self.ln_f(x)).float()
+        x = self.ln_f(x)
+        head = self.lm_head
+        if _fast("head", x) and _narrow_head(head):
+            return _NarrowHead.apply(x, head.weight)
+        return head(x).float()
+
+
+# ---------------------------------------------------------------- float32 fast paths (issue 13)
+
+
+def _fast(path: str, x: torch.Tensor) -> bool:
+    """Whether fast path ``path`` may take float32 ``x``: never under autocast (the composite
+    path keeps its casts) or while torch.compile traces (it fuses the composite path better)."""
+    return (
+        FAST_PATHS[path]
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled(x.device.type)
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _RMSNorm(torch.autograd.Function):
+    """`rms_norm_reference` for float32 tensors, the same forward ops, with a hand-written
+    backward: 7 kernels instead of autograd's ~20 through pow, mean, rsqrt and two products."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        xhat = x * r
+        ctx.save_for_backward(xhat, r, weight)
+        return xhat * weight
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        xhat, r, weight = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gw = (g * xhat).flatten(0, -2).sum(0)
+        if ctx.needs_input_grad[0]:
+            # d/dx of x * r * w: r * (gw' - xhat * mean(gw' * xhat)), with gw' = g * w
+            gxhat = g * weight
+            dot = (gxhat * xhat).mean(-1, keepdim=True)
+            gx = gxhat.addcmul_(xhat, dot, value=-1).mul_(r)
+        return gx, gw, None
+
+
+def rotary_tables(
+    cos: torch.Tensor, sin: torch.Tensor, heads: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rotary embedding as ``y = x * c + x[..., perm] * s`` over ``heads`` heads laid side by
+    side (x: (..., T, heads * head_dim)): c, s (T, heads * head_dim), the index perm that swaps
+    the halves of each head's rotated dims, and sb = s[..., perm], the backward's table
+    (``dx = dy * c + dy[..., perm] * sb``). Equal to `apply_rotary` for any cos/sin tables:
+    c is cos on the rotated dims and 1 elsewhere, s is (-sin | sin) on the two halves and 0
+    elsewhere."""
+    T, rot = cos.shape
+    half = rot // 2
+    c = torch.ones(T, head_dim, dtype=cos.dtype, device=cos.device)
+    s = torch.zeros_like(c)
+    c[:, :rot] = cos
+    s[:, :half] = -sin[:, :half]
+    s[:, half:rot] = sin[:, half:]
+    idx = torch.arange(head_dim, device=cos.device)
+    idx[:half] += half
+    idx[half:rot] -= half
+    perm = (idx + head_dim * torch.arange(heads, device=cos.device)[:, None]).flatten()
+    c, s = c.repeat(1, heads), s.repeat(1, heads)
+    return c, s, perm, s[:, perm]
+
+
+class _SplitRotary(torch.autograd.Function):
+    """`split_rotary_reference` for float32 tensors in a few kernels over whole rows each way.
+
+    q and k are rotated together as ``x * c + x[..., perm] * s`` (`rotary_tables`): three
+    kernels, where `apply_rotary` runs some ten per tensor over head_dim-long (or shorter) rows;
+    v is a view of the input. The backward (`_unrotate`) writes q's, k's and v's gradients side
+    by side with one `cat` and rotates the q and k part back in place: no zero-filled slices to
+    add up, as autograd's split, view and cat make."""
+
+    @staticmethod
+    def forward(ctx, qkv, c, s, perm, sb, nh: int, nkv: int):
+        ctx.save_for_backward(c, perm, sb)
+        ctx.heads = (nh, nkv, nkv)
+        return _rotate(qkv, c, s, perm, nh, nkv)
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        c, perm, sb = ctx.saved_tensors
+        return _unrotate((gq, gk, gv), ctx.heads, c, perm, sb), None, None, None, None, None, None
+
+
+def _rotate(qkv, c, s, perm, nh: int, nkv: int):
+    """q, k (rotated) and v (a view), each (B, heads, T, hd), of qkv (B, T, width)."""
+    B, T, width = qkv.shape
+    hd = width // (nh + 2 * nkv)
+    nqk = c.size(-1)  # (nh + nkv) * hd
+    x = qkv[..., :nqk]
+    r = torch.addcmul(x * c, _swap(x, perm), s).view(B, T, nh + nkv, hd)
+    v = qkv[..., nqk:].view(B, T, nkv, hd)
+    return r[:, :, :nh].transpose(1, 2), r[:, :, nh:].transpose(1, 2), v.transpose(1, 2)
+
+
+def _unrotate(grads, heads, c, perm, sb) -> torch.Tensor:
+    """The gradient (B, T, width) of `_rotate`'s input from those of q, k and v."""
+    some = next(g for g in grads if g is not None)
+    B, _, T, hd = some.shape
+    g = torch.cat(  # (B, T, heads, hd): q's, k's and v's gradients side by side
+        [
+            (some.new_zeros(B, n, T, hd) if t is None else t).transpose(1, 2)
+            for t, n in zip(grads, heads, strict=True)
+        ],
+        dim=2,
+    ).view(B, T, -1)
+    gqk = g[..., : c.size(-1)]
+    sw = _swap(gqk, perm)
+    gqk.mul_(c).addcmul_(sw, sb)
+    return g
+
+
+def _swap(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """x[..., perm] for x (B, T, n): index_select on a 2-d view (5x faster than on 3-d)."""
+    return x.flatten(0, 1).index_select(1, perm).view(x.shape)
+
+
+def _narrow_head(m: nn.Module) -> bool:
+    """An `nn.Linear` head with at most 64 inputs, no bias and no hooks: its call is exactly
+    ``x @ weight.T``, which `_NarrowHead` computes. (A wrapper, such as a LoRA layer, is another
+    type and keeps its own forward.)"""
+    return (
+        type(m) is nn.Linear
+        and m.bias is None
+        and m.in_features <= 64
+        and not (m._forward_hooks or m._forward_pre_hooks)
+    )
+
+
+class _NarrowHead(torch.autograd.Function):
+    """``x @ weight.T`` for a narrow input (d <= 64) and a wide output (the vocabulary), whose
+    weight gradient is computed as ``(x.T @ g).T``: on this project's CPU, MKL is 1.1-1.6x
+    faster at (d, N) x (N, vocab) than at the (vocab, N) x (N, d) product autograd takes (the
+    same sums; bitwise the same gradient here). From d = 128 on, it is not faster."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.mm(x.reshape(-1, x.size(-1)), weight.t()).view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        g2 = g.reshape(-1, g.size(-1))
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.mm(g2, weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(x.reshape(-1, x.size(-1)).t(), g2).t()
+        return gx, gw

@@ -14,7 +14,6 @@ tokenizer and table: streams of one process (a mixture's two, a resumed one) sha
 from __future__ import annotations
 
 import itertools
-import weakref
 
 import numpy as np
 
@@ -64,9 +63,16 @@ class PieceTokens:
         return self.ids[source], people, self.labels[source]
 
 
-_CACHE: weakref.WeakKeyDictionary[KTokenizer, dict] = weakref.WeakKeyDictionary()
+# by tokenizer fingerprint: runs that load the same tokenizer (a pack's members, a sweep
+# worker's runs) tokenise the pieces once; a process meets few tokenizers, and at most 8 are kept
+_CACHE: dict[str, dict] = {}
 
 
 def piece_tokens(table: Table, tok: KTokenizer) -> PieceTokens:
-    """The `PieceTokens` of ``table`` under ``tok`` (cached by the table's identity)."""
-    return by_identity(_CACHE.setdefault(tok, {}), table, lambda: PieceTokens(table, tok))
+    """The `PieceTokens` of ``table`` under ``tok`` (cached by the table's identity and the
+    tokenizer's fingerprint)."""
+    if tok.fingerprint not in _CACHE and len(_CACHE) >= 8:
+        _CACHE.pop(next(iter(_CACHE)))
+    return by_identity(
+        _CACHE.setdefault(tok.fingerprint, {}), table, lambda: PieceTokens(table, tok)
+    )

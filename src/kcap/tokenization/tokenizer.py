@@ -11,6 +11,8 @@ whole text.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -55,6 +57,11 @@ class KTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A hash of the whole tokenizer: equal fingerprints encode every text alike."""
+        return hashlib.sha256(self.hf.to_str().encode()).hexdigest()
 
     @classmethod
     def train(

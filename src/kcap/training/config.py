@@ -157,6 +157,15 @@ class TrainingSpec(_Strict):
     lr: float = Field(default=1e-3, gt=0)
     warmup_steps: int | None = Field(default=None, ge=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    schedule: Literal["cosine", "wsd"] = Field(
+        default="cosine",
+        description="after warmup: cosine down to min_lr_ratio x lr, or warmup-stable-decay "
+        "(the peak held, then a linear decay to min_lr_ratio x lr over the last decay_fraction "
+        "of the steps)",
+    )
+    decay_fraction: float = Field(
+        default=0.2, gt=0, le=1, description="wsd only: the share of steps spent decaying"
+    )
     weight_decay: float = Field(default=0.1, ge=0)
     beta1: float = 0.9
     beta2: float = 0.98
@@ -194,9 +203,14 @@ class TrainingSpec(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
-        """Leave ``log``, ``on_nan`` and ``loader_workers`` out of the dump while they are the
-        defaults: configs written before they existed keep their hash."""
+        """Leave ``log``, ``on_nan``, ``loader_workers``, ``schedule`` and ``decay_fraction``
+        out of the dump while they are the defaults: configs written before they existed keep
+        their hash."""
         data = handler(self)
+        if data.get("schedule") == "cosine":
+            data.pop("schedule")
+        if data.get("decay_fraction") == 0.2:
+            data.pop("decay_fraction")
         if data.get("log") == list(DEFAULT_LOG):
             data.pop("log")
         if data.get("on_nan") == "stop":

@@ -17,10 +17,10 @@ honoured between steps: checkpoint, then `RunInterrupted`. A loss or gradient th
 is handled by ``training.on_nan``: stop (no checkpoint of the broken weights is written), skip
 the step, or restart from the last checkpoint at half the learning rate (at most twice).
 
-On a GPU a step never waits for the device: batches are copied from pinned memory without
-blocking, AdamW is the fused kernel, and the loss is read back at log steps only. With
-``training.compile`` the first step's time (compilation included) is reported as ``compile_s``
-(once in metrics.jsonl, and in run.json) and left out of the training time.
+AdamW is torch's fused kernel on a CPU and a GPU. On a GPU a step never waits for the device:
+batches are copied from pinned memory without blocking, and the loss is read back at log steps
+only. With ``training.compile`` the first step's time (compilation included) is reported as
+``compile_s`` (once in metrics.jsonl, and in run.json) and left out of the training time.
 
 Under ``torchrun`` (`kcap.training.distributed`) K ranks train one run data-parallel:
 ``training.batch_size`` is per rank, each global batch is the next K × batch_size windows of
@@ -61,7 +61,7 @@ from kcap.training import checkpoint as ckpt
 from kcap.training import distributed, interrupt
 from kcap.training.config import RunConfig, config_hash, parse_config
 from kcap.training.mfu import flops_per_token, peak_flops
-from kcap.training.schedule import lr_at, make_optimizer, warmup_steps
+from kcap.training.schedule import make_optimizer, run_lr, warmup_steps
 from kcap.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 
 CONFIG, METRICS, MEASURE, SUMMARY = "config.yaml", "metrics.jsonl", "measure.json", "run.json"
@@ -213,7 +213,7 @@ class Trainer:
         self.params = param_counts(self.model, self.dataset)
         self.peak_flops = peak_flops(self.device, self.amp)  # None: MFU unknown, not logged
         self.flops_per_token = flops_per_token(self.model_cfg, self.params)
-        self.optimizer = make_optimizer(self.model, t, fused=self.device.type == "cuda")
+        self.optimizer = make_optimizer(self.model, t, fused=True)  # torch's fused kernel
         self.stream = make_stream(self.dataset, exposures=t.exposures, seed=t.seed, window=t.window)
         self.total_windows = self.stream.count_windows()
         self.stream.render_in_workers(t.loader_workers)  # same windows, rendered ahead
@@ -229,6 +229,7 @@ class Trainer:
         self.checkpoint_step: int | None = None  # the step of the last good checkpoint
         self._bad_step: torch.Tensor | None = None  # first non-finite step, kept on the device
         self.compile_seconds: float | None = None  # the first compiled step, compilation included
+        self.packed_with = 0  # > 0: trained in a pack of this many models (kcap.training.packed)
         net = self.model
         if self.world.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -324,7 +325,7 @@ class Trainer:
         ``n_targets`` counts the global batch, and the loss returned is this rank's share of its
         mean (the shares sum to it)."""
         t = self.cfg.training
-        lr = self.lr_scale * lr_at(self.step, self.total_steps, self.warmup, t.lr, t.min_lr_ratio)
+        lr = self.lr_scale * run_lr(t, self.step, self.total_steps, self.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         ctx = (
@@ -424,7 +425,7 @@ class Trainer:
 
     def fit(self, *, stop_at: int | None = None) -> Measurement | None:
         """Train to the end (or to step ``stop_at``, for tests), then measure everyone."""
-        t, m = self.cfg.training, self.cfg.measurement
+        t = self.cfg.training
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         if t.on_nan == "restart" and self.checkpoint_step is None:
             self.save_checkpoint()  # something to go back to before the first checkpoint
@@ -474,35 +475,52 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
                     window_start, window_tokens = time.perf_counter(), 0
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self._log(
-                        {
-                            "step": self.step,
-                            "loss": loss,
-                            "lr": lr,
-                            "tokens": self.tokens,
-                            "tokens_per_s": tps,
-                            **self._mfu(tps),
-                            **self.model.moe_metrics(),  # per-layer balance/drops (MoE only)
-                        }
-                    )
+                    self.log_training(loss, tps)
                     bar.update(task, completed=self.step, loss=loss, tps=tps)
-                if (
-                    m.every
-                    and self.step % m.every == 0
-                    and self.step < self.total_steps
-                    and self.main  # the other ranks wait for it at the next step
-                ):
-                    r = self.measure(m.during_max_people)
-                    self._log({"step": self.step, "measure": _brief(r)})
+                if self.measure_due():
+                    self.measure_during()
                     window_start, window_tokens = time.perf_counter(), 0  # measuring isn't training
                 if save_step:
                     self.save_checkpoint()
             bar.update(task, completed=self.step)
+        return self.finish()
+
+    def log_training(self, loss: float, tokens_per_s: float) -> None:
+        """Log a training step: loss, learning rate, tokens, throughput (and MFU, MoE state)."""
+        self._log(
+            {
+                "step": self.step,
+                "loss": loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "tokens": self.tokens,
+                "tokens_per_s": tokens_per_s,
+                **self._mfu(tokens_per_s),
+                **self.model.moe_metrics(),  # per-layer balance/drops (MoE only)
+            }
+        )
+
+    def measure_due(self) -> bool:
+        """Whether this step takes an in-training measurement (``measurement.every``)."""
+        every = self.cfg.measurement.every
+        return bool(
+            every
+            and self.step % every == 0
+            and self.step < self.total_steps
+            and self.main  # the other ranks wait for it at the next step
+        )
+
+    def measure_during(self) -> None:
+        """Measure ``measurement.during_max_people`` people now and log it."""
+        r = self.measure(self.cfg.measurement.during_max_people)
+        self._log({"step": self.step, "measure": _brief(r)})
+
+    def finish(self) -> Measurement | None:
+        """Checkpoint; at the end of training, also measure everyone and write measure.json and
+        run.json. Returns the measurement (None before the end, and on ranks other than 0)."""
         self.save_checkpoint()
         if self.step < self.total_steps or not self.main:
             return None
-        result = self.measure(m.max_people)
+        result = self.measure(self.cfg.measurement.max_people)
         self._log({"step": self.step, "measure": _brief(result)})
         (self.run_dir / MEASURE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         (self.run_dir / SUMMARY).write_text(json.dumps(self.summary(), indent=2) + "\n")
@@ -544,6 +562,8 @@ class Trainer:
         summary["peak_flops"] = self.peak_flops or "unknown"  # the MFU denominator, per device
         if self.compile_seconds is not None:
             summary["compile_s"] = self.compile_seconds
+        if self.packed_with:  # train_seconds is then the pack's time, shared with the others
+            summary["packed_with"] = self.packed_with
         if self.world.active:
             summary["world_size"] = self.world.size
             summary["global_batch_size"] = self.global_batch

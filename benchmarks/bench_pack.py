@@ -1,0 +1,133 @@
+"""Packed training vs the same runs one after another: training tokens/s on the same threads.
+
+K lab runs (GPT2-2-2 at d 32 on the bioD probe, batches of 4 x 128 tokens, different seeds and
+learning rates) train S steps each, first one after another (`Trainer.fit`), then as one pack
+(`PackedTrainer.fit`), alternately, ``--repeats`` times; the best of each is kept. Both include
+everything a run does per step (stream, forward, backward, clipping, AdamW, logging); data
+preparation and model construction are outside the clock. ``--device cuda`` runs the same on a
+GPU (the GPU check uses `pack_vs_single`).
+
+    python benchmarks/bench_pack.py                 # K = 8, d 32, 1 thread
+    python benchmarks/bench_pack.py --k 4 --d 64 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kcap.training.config import parse_config
+from kcap.training.packed import PackedTrainer
+from kcap.training.trainer import Trainer, prepare_dataset
+
+PROBE = {"kind": "biod", "seed": 0, "k": 8, "c": 1, "d": 128, "l": 1, "t": 128, "vocab": 1024}
+
+
+def lab_config(dataset, d: int, seed: int, lr: float, device: str = "cpu") -> dict:
+    """A lab run (configs/recipes/shared/lab.yaml) on ``dataset`` (a path, or a spec dict)."""
+    return {
+        "name": f"bench-{seed}",
+        "dataset": dataset if isinstance(dataset, dict) else {"path": str(dataset)},
+        "model": {"preset": "gpt2-2-2", "overrides": {"d_model": d}},
+        "training": {
+            "exposures": 100,
+            "batch_size": 4,
+            "window": 128,
+            "lr": lr,
+            "seed": seed,
+            "checkpoint_every": 10**9,
+            "log_every": 100,
+            "device": device,
+        },
+        "measurement": {"batch_size": 200},
+    }
+
+
+class Bench:
+    """K lab runs on one generated bioD probe of ``n`` people, in ``work``."""
+
+    def __init__(self, work: Path, k: int, d: int, n: int, threads: int, device: str = "cpu"):
+        self.work, self.threads = work, threads
+        prepare_dataset(parse_config(lab_config(PROBE | {"n": n}, d, 0, 3e-3)), work / "data")
+        lrs = [3e-3, 2e-3] * k
+        self.cfgs = [
+            parse_config(lab_config(work / "data" / "dataset", d, s, lrs[s], device))
+            for s in range(k)
+        ]
+
+    def members(self, tag: str, k: int | None = None) -> list[Trainer]:
+        out = []
+        for i, cfg in enumerate(self.cfgs[:k]):
+            run = self.work / f"{tag}{i}"
+            shutil.rmtree(run, ignore_errors=True)
+            out.append(Trainer(cfg, run, progress=False, threads=self.threads))
+        return out
+
+    def sequential(self, steps: int, k: int | None = None) -> tuple[int, float]:
+        """Tokens and seconds of the runs trained one after another."""
+        runs = self.members("seq", k)
+        _sync()
+        t0 = time.perf_counter()
+        for tr in runs:
+            tr.fit(stop_at=steps)
+        _sync()
+        return sum(tr.tokens for tr in runs), time.perf_counter() - t0
+
+    def packed(self, steps: int, k: int | None = None) -> tuple[int, float]:
+        """Tokens and seconds of the runs trained as one pack."""
+        pack = PackedTrainer(self.members("pack", k))
+        _sync()
+        t0 = time.perf_counter()
+        pack.fit(stop_after=steps)
+        _sync()
+        return sum(m.tokens for m in pack.members), time.perf_counter() - t0
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=8, help="models")
+    ap.add_argument("--d", type=int, default=32, help="width of each GPT2-2-2")
+    ap.add_argument("--steps", type=int, default=300, help="steps per model and repeat")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, default=800, help="people in the bioD probe")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-pack-"))
+    try:
+        bench = Bench(work, args.k, args.d, args.n, args.threads, args.device)
+        seq_best = pack_best = float("inf")
+        tokens = 0
+        for r in range(args.repeats):
+            tokens, seq = bench.sequential(args.steps)
+            packed_tokens, packed = bench.packed(args.steps)
+            assert packed_tokens == tokens  # the same windows, one after another or packed
+            seq_best, pack_best = min(seq_best, seq), min(pack_best, packed)
+            print(
+                f"repeat {r + 1}: sequential {tokens / seq:,.0f} tokens/s, "
+                f"packed {tokens / packed:,.0f} tokens/s ({seq / packed:.2f}x)"
+            )
+        print(
+            f"| K = {args.k} GPT2-2-2 d {args.d}, batches of 4 x 128, {args.steps} steps each, "
+            f"{args.threads} thread(s) | `python benchmarks/bench_pack.py --k {args.k} --d "
+            f"{args.d} --threads {args.threads}` | packed: {tokens / pack_best:,.0f} tokens/s | "
+            f"{args.k} runs one after another: {tokens / seq_best:,.0f} tokens/s | "
+            f"{seq_best / pack_best:.2f}x |"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
