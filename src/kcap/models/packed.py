@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from kcap.models.config import ModelConfig
-from kcap.models.gpt import GPT, apply_rotary, rope_cache
+from kcap.models.gpt import (
+    GPT,
+    _fast,
+    _SplitRotary,
+    rope_cache,
+    rotary_tables,
+    split_rotary_reference,
+)
 
 __all__ = ["PackedGPT", "check_packable"]
 
@@ -77,10 +84,11 @@ class PackedNorm(nn.Module):
             y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         else:
             y = F.layer_norm(xf, (x.size(-1),), None, None, self.eps)
-        y = y * self.weight.float().unsqueeze(1)
-        if self.bias is not None:
-            y = y + self.bias.float().unsqueeze(1)
-        return y.to(x.dtype)
+        if self.bias is None:
+            return (y * self.weight.float().unsqueeze(1)).to(x.dtype)
+        return torch.addcmul(
+            self.bias.float().unsqueeze(1), y, self.weight.float().unsqueeze(1)
+        ).to(x.dtype)
 
 
 class PackedAttention(nn.Module):
@@ -92,15 +100,19 @@ class PackedAttention(nn.Module):
         qkv_out = (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim
         self.qkv = PackedLinear(k, cfg.d_model, qkv_out, cfg.bias)
         self.proj = PackedLinear(k, cfg.d_model, cfg.d_model, cfg.bias)
+        self._tables: tuple[torch.Tensor, ...] = ()  # (cos, sin, *rotary_tables(cos, sin))
 
     def forward(self, x: torch.Tensor, batch: int, cos: torch.Tensor, sin: torch.Tensor):
         K, N, C = x.shape  # N = batch * T
-        T, hd, nh, nkv = N // batch, self.head_dim, self.n_head, self.n_kv_head
-        q, k, v = self.qkv(x).split((nh * hd, nkv * hd, nkv * hd), dim=-1)
-        q = q.reshape(K * batch, T, nh, hd).transpose(1, 2)
-        k = k.reshape(K * batch, T, nkv, hd).transpose(1, 2)
-        v = v.reshape(K * batch, T, nkv, hd).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        T, nh, nkv = N // batch, self.n_head, self.n_kv_head
+        qkv = self.qkv(x).view(K * batch, T, -1)  # as K * batch sequences: GPT's rotary applies
+        if _fast("rotary", qkv) and cos.dtype == torch.float32:
+            t = self._tables
+            if not t or t[0] is not cos or t[1] is not sin:
+                t = self._tables = (cos, sin, *rotary_tables(cos, sin, nh + nkv, self.head_dim))
+            q, k, v = _SplitRotary.apply(qkv, *t[2:], nh, nkv)
+        else:
+            q, k, v = split_rotary_reference(qkv, cos, sin, nh, nkv)
         if nkv != nh:
             k = k.repeat_interleave(nh // nkv, dim=1)
             v = v.repeat_interleave(nh // nkv, dim=1)
@@ -167,6 +179,7 @@ class PackedGPT(nn.Module):
         cos, sin = rope_cache(cfg.context, cfg.rotary_dims, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self._rope_views: tuple[torch.Tensor, ...] = ()
         self.names = [name for name, _ in self.named_parameters()]
         shapes = [p.shape[1:] for p in self.parameters()]
         self.sizes = [s.numel() for s in shapes]
@@ -258,7 +271,10 @@ class PackedGPT(nn.Module):
             length = max(T, self.cfg.context)
             cos, sin = rope_cache(length, self.cfg.rotary_dims, self.cfg.rope_base, device)
             self.rope_cos, self.rope_sin = cos, sin
-        return cos[:T], sin[:T]
+        views = self._rope_views  # the same tensors each forward: layers key caches on them
+        if not views or views[0] is not cos or views[1] is not sin or views[2].size(0) != T:
+            views = self._rope_views = (cos, sin, cos[:T], sin[:T])
+        return views[2], views[3]
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """The final-norm hidden states (K, B * T, d) of token ids (K, B, T)."""
