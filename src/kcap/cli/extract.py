@@ -24,6 +24,7 @@ from kcap.cli.train import DB
 from kcap.errors import require
 from kcap.experiments.store import ResultsStore
 from kcap.measure.extract import ExtractSettings
+from kcap.progress import progress_bar
 
 EXTRACT = "extract.json"
 DEVICES = ("auto", "cpu", "cuda")
@@ -114,7 +115,7 @@ def extract_run(
     measured = run_dir / MEASURE
     memorisable = json.loads(measured.read_text()) if measured.is_file() else None
     m = cfg.measurement
-    with _progress(progress) as bar:
+    with progress_bar("{task.fields[info]}", enabled=progress, console=err) as bar:
         found = extract(
             model,
             dataset,
@@ -141,28 +142,6 @@ def extract_run(
             )
     write_text_atomic(run_dir / EXTRACT, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not enabled,
-    )
 
 
 def _pct(x: float | None) -> str:

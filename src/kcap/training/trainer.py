@@ -55,6 +55,7 @@ from kcap.errors import KcapError
 from kcap.measure import measure
 from kcap.measure.measurement import Measurement
 from kcap.models import GPT, ModelConfig, count_parameters, preset
+from kcap.progress import progress_bar
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
 from kcap.training import checkpoint as ckpt
@@ -430,7 +431,11 @@ class Trainer:
         if t.on_nan == "restart" and self.checkpoint_step is None:
             self.save_checkpoint()  # something to go back to before the first checkpoint
         host_device = self.device.type == "cpu"
-        bar = _progress(self.show_progress and self.main)
+        bar = progress_bar(
+            "loss {task.fields[loss]:.3f}",
+            "{task.fields[tps]:,.0f} tok/s",
+            enabled=self.show_progress and self.main,
+        )
         with bar:
             task = bar.add_task(
                 "training", total=self.total_steps, completed=self.step, loss=float("nan"), tps=0.0
@@ -610,28 +615,6 @@ def _brief(r: Measurement) -> dict:
 
 def _hash(cfg: RunConfig) -> str:
     return config_hash(cfg.model_dump())
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def window_batch(windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
