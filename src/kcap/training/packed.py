@@ -204,8 +204,9 @@ class PackedTrainer:
     def _step(self, batches: list) -> torch.Tensor:
         """One packed step over the members' batches; returns each member's loss (detached).
         Marks the members whose loss or gradient norm was not finite in ``self._first_bad``."""
-        x = torch.stack([b[0] for b in batches]).to(self.device)
-        y = torch.stack([b[1] for b in batches]).to(self.device)
+        rows = max(len(b[0]) for b in batches)  # a member's last batch may be short: padded
+        x = torch.stack([_pad_rows(b[0], rows, 0) for b in batches]).to(self.device)
+        y = torch.stack([_pad_rows(b[1], rows, PAD) for b in batches]).to(self.device)
         n_targets = torch.tensor([max(b[2], 1) for b in batches], dtype=torch.float32)
         lrs, wds, clips = [], [], []
         for m in self.members:
@@ -338,6 +339,14 @@ class PackedTrainer:
             except Exception as e:  # one member's failure is its own
                 self.outcomes[m.run_dir.name] = _Outcome(error=e)
         self._drop(rows)
+
+
+def _pad_rows(t: torch.Tensor, rows: int, value: int) -> torch.Tensor:
+    """``t`` (b, T) with ``rows - b`` rows of ``value`` appended: padded target rows are all
+    PAD, so they add no loss and no gradient, and a sequence never attends across rows."""
+    if len(t) == rows:
+        return t
+    return torch.cat([t, t.new_full((rows - len(t), t.size(1)), value)])
 
 
 def train_packed(members: list[Trainer]) -> dict[str, _Outcome]:
