@@ -20,9 +20,11 @@ from kcap.data.bior import (
     JOURNAL,
     PARAPHRASE,
     REWRITES,
+    SENTENCE,
     Journal,
     Rewrites,
     build_bior,
+    check_bior,
     find_spans,
     generate_rewrites,
     journal_header,
@@ -30,9 +32,11 @@ from kcap.data.bior import (
     paraphrase_prompt,
     rejection_reasons,
     rewrite_text,
+    sentence_prompts,
+    sentence_reasons,
     smollm2_missing,
 )
-from kcap.data.bios import BioSPopulation, BioSRenderer, bios_bits
+from kcap.data.bios import BioSPopulation, BioSRenderer, bios_bits, template_counts
 from kcap.data.build import write_dataset
 from kcap.data.dataset import load_dataset
 from kcap.data.documents import GENDER, NAME, label_name
@@ -640,3 +644,80 @@ def test_smollm2_rewrites_biographies():
         for i in range(int(store.person_offsets[p]), int(store.person_offsets[p + 1])):
             assert store.texts[i].startswith(people.full_name(p))
             assert all(v in store.texts[i] for v in people.values(p))
+
+
+# ----------------------------------------------------------------------------- sentence by sentence
+
+
+class SentenceEcho:
+    """A stand-in LM for ``sentences`` prompts: the prompted sentence after its opening, marked
+    with the call's seed and the prompt's place in the batch, or (one in three) an answer about
+    the request that drops the value."""
+
+    name = "sentence-echo"
+
+    def __call__(self, prompts, seed):
+        out = []
+        for j, p in enumerate(prompts):
+            if (seed + j) % 3 == 0:
+                out.append(" was in the original sentence.")
+            else:
+                out.append(f"{p.source[len(p.opening) :].rstrip('.')} (take {seed % 97}-{j}).")
+        return out
+
+
+def test_sentence_prompts_split_a_bios_biography_by_attribute(people):
+    renderer = BioSRenderer(people)
+    name, v = people.full_name(3), people.values(3)
+    pairs = sentence_prompts(renderer, 3, np.random.default_rng(7))
+    rng = np.random.default_rng(7)  # the same draws: the biography the prompts split
+    tmpl = rng.integers(0, list(template_counts().values())).tolist()
+    order = rng.permutation(len(ATTRIBUTES)).tolist()
+    assert [a for a, _ in pairs] == order
+    assert " ".join(p.source for _, p in pairs) == renderer.render(3, tmpl, order).text
+    first = pairs[0][1]
+    assert first.opening in (name, name + "'s") and first.source.startswith(first.opening)
+    for a, p in pairs:
+        assert p.user == SENTENCE.format(sentence=p.source, value=v[a])
+        assert v[a] in p.source and p.source.startswith(p.opening)
+    assert {p.opening for _, p in pairs[1:]} <= {"He", "His", "She", "Her"}
+
+
+def test_sentence_reasons():
+    src = "She was born in Princeton, NJ."
+    ok = "She came into the world in Princeton, NJ."
+    assert sentence_reasons(ok, src, VALUES[1], VALUES, SHE) == []
+    assert sentence_reasons(src, src, VALUES[1], VALUES, SHE) == ["copy"]
+    assert sentence_reasons("She was born in Princeton.", src, VALUES[1], VALUES, SHE) == ["value"]
+    assert sentence_reasons(ok.replace("She", "He"), src, VALUES[1], VALUES, SHE) == ["gender"]
+    meta = "The original sentence was: She was born in Princeton, NJ."
+    assert sentence_reasons(meta, src, VALUES[1], VALUES, SHE) == ["meta"]
+    assert sentence_reasons(
+        "I think she was born in Princeton, NJ.", src, VALUES[1], VALUES, SHE
+    ) == ["meta"]
+    long = ok + " She liked it there a lot, and she said so every day of her long life."
+    assert sentence_reasons(long, src, VALUES[1], VALUES, SHE) == ["length"]
+
+
+def test_sentences_rewrite_every_sentence_until_kept(people):
+    args = dict(rewrites=2, seed=4, batch_size=5, prompt="sentences")
+    store, stats = generate_rewrites(people, SentenceEcho(), **args)
+    assert not store.fallback.any() and all(store.count(p) == 2 for p in range(6))
+    # every try the echo spoiled was rejected as meta and for its value, then prompted again
+    rejected = stats.tries - stats.accepted
+    assert stats.accepted == 6 * 3 * 6 and rejected > 0
+    assert stats.rejected_by["meta"] == rejected
+    assert sum(stats.rejected_by[a] for a in ATTRIBUTES) == rejected
+    assert sum(stats.present) == stats.accepted and sum(stats.asked) == stats.tries
+    for p in range(6):
+        for i in range(int(store.person_offsets[p]), int(store.person_offsets[p + 1])):
+            text = store.texts[i]
+            assert text.startswith(people.full_name(p)) and text.count("(take ") == 6
+            values = dict(zip(ATTRIBUTES, people.values(p), strict=True))
+            for s in store.document(i, p).spans():
+                if s.label not in (NAME, GENDER):
+                    assert text[s.start : s.end] == values[label_name(s.label)]
+    again, stats_again = generate_rewrites(people, SentenceEcho(), **args)
+    assert again.texts == store.texts and stats_again == stats
+    with pytest.raises(KcapError, match="--max-tries"):
+        check_bior(6, None, rewrites=2, max_tries=17, prompt="sentences")

