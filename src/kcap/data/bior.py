@@ -607,9 +607,8 @@ class HFRewriter:
         ]
 
 
-def smollm2_rewriter(**kwargs) -> HFRewriter:
-    """The packaged SmolLM2-135M-Instruct as an `HFRewriter` (chat prompts); ``kwargs`` are
-    `HFRewriter`'s. Refused (a `KcapError` on ``--model``) when the ``bior`` extra is missing."""
+def require_smollm2() -> None:
+    """Refuse (a `KcapError` on ``--model``) when the SmolLM2 rewriter is not installed."""
     missing = smollm2_missing()
     require(
         missing is None,
@@ -617,6 +616,12 @@ def smollm2_rewriter(**kwargs) -> HFRewriter:
         f"no --model given and the SmolLM2 rewriter is not installed ({missing}); "
         f"{INSTALL_HINT}, or give --model LOCAL_HF_LM_DIR",
     )
+
+
+def smollm2_rewriter(**kwargs) -> HFRewriter:
+    """The packaged SmolLM2-135M-Instruct as an `HFRewriter` (chat prompts); ``kwargs`` are
+    `HFRewriter`'s. Refused (`require_smollm2`) when the ``bior`` extra is missing."""
+    require_smollm2()
     path = smollm2_file()
     return HFRewriter(path.parent, gguf_file=path.name, **kwargs)
 
@@ -1139,13 +1144,7 @@ def check_bior(
     )
     check_tokenizer_args(o.tokenizer, o.vocab)
     if rewriter is None and is_smollm2(model):
-        missing = smollm2_missing()
-        require(
-            missing is None,
-            "--model",
-            f"no --model given and the SmolLM2 rewriter is not installed ({missing}); "
-            f"{INSTALL_HINT}, or give --model LOCAL_HF_LM_DIR",
-        )
+        require_smollm2()
 
 
 def build_bior(

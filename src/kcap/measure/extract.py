@@ -465,21 +465,16 @@ def extract(
     )
     log["seconds"] = time.perf_counter() - t1
     task = _task(bar, "evaluating", len(test) + len(train))
-    hits = answered(
-        tuned,
-        test,
-        pad_id=pad_id,
-        device=device,
-        batch_size=batch_size,
-        progress=_advance(bar, task),
-    )
-    train_hits = answered(
-        tuned,
-        train,
-        pad_id=pad_id,
-        device=device,
-        batch_size=batch_size,
-        progress=_advance(bar, task),
+    hits, train_hits = (
+        answered(
+            tuned,
+            qa,
+            pad_id=pad_id,
+            device=device,
+            batch_size=batch_size,
+            progress=_advance(bar, task),
+        )
+        for qa in (test, train)
     )
     extractable = per_attribute(test, hits, attributes)
     own = per_attribute(train, train_hits, attributes)
