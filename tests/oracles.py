@@ -168,12 +168,16 @@ class Oracle(torch.nn.Module):
         return ids(first) + ids(" " + middle) + ids(" " + last)
 
     def _name_belief(self) -> Mixture:
+        """Every name of the dataset's name space (cut pools included) equally likely, save
+        the known names, which share ``name_weight``."""
         pools, ids = P.load_pools(), self.tok.piece_ids
+        cut = self.ds.manifest["params"].get("name_pool")
+        n0 = P.name_space(cut)
         everyone = Product(
             [
-                Field([ids(f) for f in pools.first]),
-                Field([ids(" " + m) for m in pools.middle]),
-                Field([ids(" " + x) for x in pools.last]),
+                Field([ids(f) for f in pools.first[:cut]]),
+                Field([ids(" " + m) for m in pools.middle[:cut]]),
+                Field([ids(" " + x) for x in pools.last[:cut]]),
             ]
         )
         known = self.k.known_names
@@ -182,8 +186,8 @@ class Oracle(torch.nn.Module):
             return Mixture([(1.0, everyone)])
         listed = Product([Field([self._name_seq(p) for p in known])])
         # P(a known name) = w / K; P(another name) = rest, uniform over the N0 - K others
-        rest = (1 - w) / (P.N0 - n_known)
-        return Mixture([(rest * P.N0, everyone), (w - rest * n_known, listed)])
+        rest = (1 - w) / (n0 - n_known)
+        return Mixture([(rest * n0, everyone), (w - rest * n_known, listed)])
 
     def _bios_pools(self) -> None:
         pools, ids = P.load_pools(), self.tok.piece_ids

@@ -339,6 +339,27 @@ CASES = [
         r"must be at most T\^L = 4\^2; got 17$",
     ),
     Bad(
+        "range-data-biod-name-pool",
+        lambda e: ["data", "biod", "--n", 10, "--k", 1, "--c", 1, "--d", 4, "--l", 1, "--t", 4,
+                   "--name-pool", 401, "--out", e.tmp / "ds"],
+        "--name-pool",
+        r"must be between 1 and 400 \(the smallest name pool\); got 401$",
+    ),
+    Bad(
+        "range-data-biod-n-over-pool",
+        lambda e: ["data", "biod", "--n", 9, "--k", 1, "--c", 1, "--d", 4, "--l", 1, "--t", 4,
+                   "--name-pool", 2, "--out", e.tmp / "ds"],
+        "--n",
+        r"must be between 1 and name-pool³ = 8; got 9$",
+    ),
+    Bad(
+        "range-name-pool-not-biod",
+        lambda e: ["train", e.cfg(dataset={"kind": "bios", "n": 10, "name_pool": 5}), "--out",
+                   e.tmp / "run"],
+        "dataset",
+        r"name_pool is only for bioD \(kind: biod\)",
+    ),
+    Bad(
         "range-data-random-v",
         lambda e: ["data", "random", "--m", 5, "--v", 1, "--out", e.tmp / "ds"],
         "--v",

@@ -43,6 +43,14 @@ def test_biod_bits_hand_computed():
     assert b["total"] == pytest.approx(b["name"] + 32_320)
 
 
+def test_biod_bits_with_cut_name_pools():
+    """Name pools cut to S entries each: the names are chosen among S³, not N0."""
+    b = biod_bits(1000, 4, 2, 16, 3, 8, name_pool=20)
+    assert b["name"] == pytest.approx(1000 * math.log2(8))  # 8,000 names for 1,000 people
+    assert b["value"] == pytest.approx(32_000) and b["diversity"] == pytest.approx(320)
+    assert biod_bits(1000, 4, 2, 16, 3, 8, name_pool=None) == biod_bits(1000, 4, 2, 16, 3, 8)
+
+
 def test_r_max():
     # Figures worked out independently (30-digit decimal logs) from SPEC §4:
     # bioS(10^6): 10^6·log2(1.6e8 / 10^6) + 10^6·log2(S0 = 2·67200·200·300·100·263 = 2.120832e14)

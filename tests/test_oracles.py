@@ -50,6 +50,18 @@ def biod(tmp_path_factory):
     return _dataset(tmp_path_factory, "oracle-biod", built)
 
 
+@pytest.fixture(scope="module")
+def biod_pooled(tmp_path_factory):
+    """bioD over cut name pools: 5 first, middle and last names, 125 names for 60 people."""
+    built = build_biod(BioDParams(60, 3, 2, 6, 3, 8, name_pool=5), seed=14, vocab=400)
+    return _dataset(tmp_path_factory, "oracle-biod-pooled", built)
+
+
+def names_in(ds) -> int:
+    """The size of a dataset's name space: N0, or pool³ with cut name pools."""
+    return P.name_space(ds.manifest["params"].get("name_pool"))
+
+
 def score(ds, knowledge: Knowledge):
     docs = list(ds.source(eval_=True).documents(0, np.arange(ds.n)))
     return measure(Oracle(ds, knowledge, docs), ds, P_count=1, batch_size=32)
@@ -59,7 +71,8 @@ def name_loss(ds, knowledge: Knowledge) -> float:
     """The oracle's mean -ln P(name), in closed form."""
     k, w = len(knowledge.known_names), knowledge.name_weight
     known = set(knowledge.known_names)
-    per = [-math.log(w / k) if p in known else -math.log((1 - w) / (P.N0 - k)) for p in range(ds.n)]
+    n0 = names_in(ds)
+    per = [-math.log(w / k) if p in known else -math.log((1 - w) / (n0 - k)) for p in range(ds.n)]
     return float(np.mean(per))
 
 
@@ -80,7 +93,7 @@ def value_bits(ds, knowledge: Knowledge) -> float:
 def check(m, ds, knowledge: Knowledge):
     n = ds.n
     assert m.p1 == pytest.approx(name_loss(ds, knowledge), abs=TOL)
-    name = n * (math.log2(P.N0) - name_loss(ds, knowledge) * LOG2E)
+    name = n * (math.log2(names_in(ds)) - name_loss(ds, knowledge) * LOG2E)
     assert m.bits_unclipped["name"] / n == pytest.approx(name / n, abs=TOL)
     assert m.bits_unclipped["value"] / n == pytest.approx(value_bits(ds, knowledge) / n, abs=TOL)
 
@@ -173,7 +186,7 @@ def biod_bits(ds, p1: float, p2: float, p3: float) -> dict[str, float]:
     prm = ds.manifest["params"]
     n, k, c, d, length, t = (prm[x] for x in ("n", "k", "c", "d", "l", "t"))
     return {
-        "name": n * (math.log2(P.N0) - p1 * LOG2E),
+        "name": n * (math.log2(names_in(ds)) - p1 * LOG2E),
         "value": n * k * (c * math.log2(d) - p2 * LOG2E),
         "diversity": k * d * (length * math.log2(t) - math.log2(d) - p3 * LOG2E),
     }
@@ -223,6 +236,33 @@ def test_biod_all_but_one_attribute(biod, missing):
     p2 = prm["c"] * math.log(prm["d"]) / prm["k"]
     expected = biod_bits(biod, math.log(biod.n), p2, math.log(prm["d"]) / prm["k"])
     assert m.bits["diversity"] == pytest.approx(expected["diversity"], abs=TOL)
+
+
+def test_biod_cut_name_pools_only_score_nothing(biod_pooled):
+    """Knows the cut pools (125 names) and no person: no name bits. Counted against the paper's
+    N0 instead, the same model would be credited log2(N0/125) = 20.3 bits per person."""
+    ds = biod_pooled
+    m = score(ds, Knowledge())
+    assert m.p1 == pytest.approx(math.log(125), abs=TOL)
+    assert abs(m.bits_unclipped["name"]) / ds.n < TOL
+    assert ds.bits["name"] == pytest.approx(ds.n * math.log2(125 / ds.n))
+    assert all(max(P.split_name(x)) < 5 for x in ds.population.name.tolist())
+
+
+def test_biod_cut_name_pools_names_half_and_all(biod_pooled):
+    """Who the people are, half of them fully, all of them fully: exactly those parts."""
+    ds = biod_pooled
+    names = knowing(ds, range(ds.n), set(), 1.0)
+    m = score(ds, names)
+    check(m, ds, names)
+    assert m.bits["name"] == pytest.approx(ds.bits["name"], abs=TOL * ds.n)
+    half = np.random.default_rng(2).choice(ds.n, ds.n // 2, replace=False)
+    k = knowing(ds, half, every_attribute(ds), 0.5)
+    m = score(ds, k)
+    check(m, ds, k)
+    assert m.bits["value"] == pytest.approx(ds.bits["value"] / 2, rel=1e-5)
+    m = score(ds, knowing(ds, range(ds.n), every_attribute(ds), 1.0))
+    assert m.bits["total"] == pytest.approx(ds.bits["total"], abs=TOL * ds.n)
 
 
 # ----------------------------------------------------------------------------- bioR gender

@@ -150,6 +150,12 @@ def biod(
     d: int = biod_option("d"),
     l: int = biod_option("l"),  # noqa: E741
     t: int = biod_option("t"),
+    name_pool: int | None = typer.Option(
+        None,
+        "--name-pool",
+        help="Cut the first, middle and last name pools to their first S entries: S³ names, a "
+        "vocabulary of 3·S name words (default: the paper's 400 × 400 × 1000).",
+    ),
     seed: int = SEED,
     out: Path = OUT,
     vocab: int = VOCAB,
@@ -158,7 +164,7 @@ def biod(
     json_out: bool = JSON,
 ) -> None:
     """Generate bioD(N, K, C, D, L, T): each value is C chunks from a set of D per attribute."""
-    params = BioDParams(n=n, k=k, c=c, d=d, l=l, t=t)
+    params = BioDParams(n=n, k=k, c=c, d=d, l=l, t=t, name_pool=name_pool)
     _build("biod", out, force, json_out, p=params, seed=seed, vocab=vocab, tokenizer=tokenizer)
 
 

@@ -60,6 +60,9 @@ class BioDParams:
     d: int
     l: int  # noqa: E741 (the paper's name)
     t: int
+    #: Cut each name pool (first, middle, last) to its first ``name_pool`` entries: pool³ names
+    #: and a vocabulary of 3·pool name words instead of 1,800 (None: the paper's N0 names).
+    name_pool: int | None = None
 
 
 @dataclass
@@ -79,7 +82,7 @@ class BioDPopulation:
     @classmethod
     def sample(cls, params: BioDParams, seed: int) -> BioDPopulation:
         rng = rng_for(seed, TAG_POPULATION)
-        name = sample_names(rng, params.n)
+        name = sample_names(rng, params.n, pool=params.name_pool)
         chunks = np.stack(
             [_distinct_rows(rng, params.d, params.l, params.t) for _ in range(params.k)]
         )
@@ -95,6 +98,7 @@ class BioDPopulation:
 
     def save(self, path: Path) -> None:
         p = self.params
+        pool = {} if p.name_pool is None else {"name_pool": p.name_pool}
         np.savez(
             path,
             seed=self.seed,
@@ -102,14 +106,16 @@ class BioDPopulation:
             name=self.name,
             chunks=self.chunks,
             values=self.values,
+            **pool,
         )
 
     @classmethod
     def load(cls, path: Path) -> BioDPopulation:
         with np.load(path) as z:
+            pool = int(z["name_pool"]) if "name_pool" in z else None
             return cls(
                 int(z["seed"]),
-                BioDParams(*map(int, z["params"])),
+                BioDParams(*map(int, z["params"]), name_pool=pool),
                 z["name"],
                 z["chunks"],
                 z["values"],
@@ -199,10 +205,18 @@ class BioDRenderer:
 # ----------------------------------------------------------------------------- bits
 
 
-def biod_bits(n: int, k: int, c: int, d: int, l: int, t: int) -> dict[str, float]:  # noqa: E741
-    """Bits of bioD(N, K, C, D, L, T) (SPEC §2): name = N·log2(N0/N), value = N·K·C·log2(D),
-    diversity = K·D·log2(T^L/D) (the chunk sets)."""
-    name = n * math.log2(P.N0 / n)
+def biod_bits(
+    n: int,
+    k: int,
+    c: int,
+    d: int,
+    l: int,  # noqa: E741
+    t: int,
+    name_pool: int | None = None,
+) -> dict[str, float]:
+    """Bits of bioD(N, K, C, D, L, T) (SPEC §2): name = N·log2(N0/N) (N0 = pool³ with cut name
+    pools), value = N·K·C·log2(D), diversity = K·D·log2(T^L/D) (the chunk sets)."""
+    name = n * math.log2(P.name_space(name_pool) / n)
     value = n * k * c * math.log2(d)
     diversity = k * d * (l * math.log2(t) - math.log2(d))
     return {"name": name, "value": value, "diversity": diversity, "total": name + value + diversity}
@@ -288,7 +302,15 @@ class BioDSource:
 
 def check_biod_params(p: BioDParams) -> None:
     """Refuse a bad bioD(N, K, C, D, L, T) (a `KcapError` naming the flag)."""
-    require(1 <= p.n <= P.N0, "--n", f"must be between 1 and N0 = {P.N0:,}; got {p.n}")
+    pool = p.name_pool
+    if pool is not None:
+        require(
+            1 <= pool <= P.MAX_NAME_POOL,
+            "--name-pool",
+            f"must be between 1 and {P.MAX_NAME_POOL} (the smallest name pool); got {pool}",
+        )
+    space, what = P.name_space(pool), "N0" if pool is None else "name-pool³"
+    require(1 <= p.n <= space, "--n", f"must be between 1 and {what} = {space:,}; got {p.n}")
     for name, value in (("--k", p.k), ("--c", p.c), ("--d", p.d), ("--l", p.l)):
         require(value >= 1, name, f"must be a positive integer; got {value}")
     require(p.t >= 2, "--t", f"must be at least 2; got {p.t}")
@@ -323,7 +345,9 @@ def build_biod(
     say(progress, "counting used tokens")
     used = document_tokens(source, tok)
     params = {"n": p.n, "k": p.k, "c": p.c, "d": p.d, "l": p.l, "t": p.t}
-    bits = biod_bits(p.n, p.k, p.c, p.d, p.l, p.t)
+    if p.name_pool is not None:  # absent from default manifests (their hashes are unchanged)
+        params["name_pool"] = p.name_pool
+    bits = biod_bits(p.n, p.k, p.c, p.d, p.l, p.t, p.name_pool)
     manifest = make_manifest("biod", params, seed, bits, tok, used, docs, biod_attributes(p.k))
     return manifest, pop, tok
 

@@ -143,15 +143,22 @@ class BioSPopulation:
 _ARRAYS = ("name", "gender", "date", "city", "university", "major", "employer")
 
 
-def sample_names(rng: np.random.Generator, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """n distinct name indices drawn uniformly from [0, N0), none of them in ``exclude``."""
+def sample_names(
+    rng: np.random.Generator,
+    n: int,
+    exclude: np.ndarray | None = None,
+    pool: int | None = None,
+) -> np.ndarray:
+    """n distinct name indices drawn uniformly from `pools.name_space` (N0 names, or pool³ with
+    every name pool cut to its first ``pool`` entries), none of them in ``exclude``."""
+    space = P.name_space(pool)
     taken = 0 if exclude is None else len(exclude)
-    if not 0 < n <= P.N0 - taken:
-        raise ValueError(f"n must be in [1, {P.N0 - taken}], got {n}")
+    if not 0 < n <= space - taken:
+        raise ValueError(f"n must be in [1, {space - taken}], got {n}")
     out = np.empty(0, dtype=np.int64)
     while len(out) < n:  # rejection: draw extra, drop duplicates/excluded, keep draw order
-        draw = rng.integers(0, P.N0, int((n - len(out)) * 1.05) + 16, dtype=np.int64)
-        cand = np.concatenate([out, draw])
+        draw = rng.integers(0, space, int((n - len(out)) * 1.05) + 16, dtype=np.int64)
+        cand = np.concatenate([out, P.pooled_name(draw, pool)])
         _, first = np.unique(cand, return_index=True)
         keep = np.zeros(len(cand), dtype=bool)
         keep[first] = True

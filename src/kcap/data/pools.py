@@ -13,6 +13,8 @@ from importlib import resources
 
 N_FIRST, N_MIDDLE, N_LAST = 400, 400, 1000
 N0 = N_FIRST * N_MIDDLE * N_LAST  # 1.6e8 full names
+#: The largest name pool a dataset may shrink the pools to (`name_space`): the smallest pool.
+MAX_NAME_POOL = min(N_FIRST, N_MIDDLE, N_LAST)
 N_MONTHS, N_DAYS, N_YEARS, FIRST_YEAR = 12, 28, 200, 1900
 N_DATES = N_MONTHS * N_DAYS * N_YEARS  # 67,200
 N_CITIES, N_UNIVERSITIES, N_MAJORS, N_COMPANIES, N_GENDERS = 200, 300, 100, 263, 2
@@ -87,6 +89,24 @@ def split_name(index):
     first, rest = divmod(index, N_MIDDLE * N_LAST)
     middle, last = divmod(rest, N_LAST)
     return first, middle, last
+
+
+def name_space(pool: int | None = None) -> int:
+    """How many full names a dataset draws from: N0, or pool³ when each of the first, middle and
+    last name pools is cut to its first ``pool`` entries (a smaller vocabulary: bioD's
+    ``name_pool``)."""
+    return N0 if pool is None else pool**3
+
+
+def pooled_name(rank, pool: int | None = None):
+    """The name index (in [0, N0)) of the rank-th name of `name_space(pool)`, ints or numpy
+    arrays: first, middle and last name each among the first ``pool`` entries of their pool.
+    The identity for the full pools."""
+    if pool is None:
+        return rank
+    first, rest = divmod(rank, pool * pool)
+    middle, last = divmod(rest, pool)
+    return (first * N_MIDDLE + middle) * N_LAST + last
 
 
 def name_parts(index: int) -> tuple[str, str, str]:

@@ -464,6 +464,10 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
         ident = [family_label(d), f"n={n}"]
         if d.get("kind") == "biod" or d.get("useful") == "biod":
             ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
+        if d.get("name_pool"):  # cut name pools: other names, other data
+            ident.append(f"name_pool={d['name_pool']}")
+        if d.get("tokenizer", "bpe") != "bpe":  # the same people in other tokens
+            ident.append(f"tokenizer={d['tokenizer']}")
         if d.get("junk_n"):  # repetitive junk of another population: other data, never merged
             ident.append(f"junk_n={d['junk_n']}")
         quantize = cfg.get("quantize") if isinstance(cfg.get("quantize"), dict) else None

@@ -119,14 +119,15 @@ def gender_choice(logp: np.ndarray, probe: GenderProbe) -> tuple[float, bool]:
 class ValueEndings:
     """The continuation tables of a dataset's pools (`kcap.measure.spans`), built once: names
     (keyed by the last name's tokens, which end every name span) and, for bioS-like data, each
-    attribute's values (as rendered with a leading space, and without one for free text)."""
+    attribute's values (as rendered with a leading space, and without one for free text). Names
+    come from the dataset's name pools (``name_pool``: each cut to its first entries)."""
 
-    def __init__(self, population, tok, *, bios: bool):
+    def __init__(self, population, tok, *, bios: bool, name_pool: int | None = None):
         pools = P.load_pools()
         self.population = population
         self.tok = tok
         self.bios = bios
-        self.names = continuations(tok, [" " + x for x in pools.last])
+        self.names = continuations(tok, [" " + x for x in pools.last[:name_pool]])
         self.values: dict[int, Continuations] = {}
         if bios:
             texts = (pools.cities, pools.universities, pools.majors, pools.companies)
@@ -235,7 +236,8 @@ def measure_knowledge(
     loss_sum = dict.fromkeys(map(str, attrs), 0.0)
     hit_sum = dict.fromkeys(map(str, attrs), 0.0)
     seen = dict.fromkeys(map(str, attrs), 0)
-    endings = ValueEndings(dataset.population, tok, bios=bios)
+    name_pool = dataset.manifest["params"].get("name_pool")
+    endings = ValueEndings(dataset.population, tok, bios=bios, name_pool=name_pool)
     scored = _scored_documents(model, source, tok, endings, people, batch_size, device, progress)
     for doc in scored:
         name_sum += doc.loss((NAME, 0))
@@ -262,7 +264,7 @@ def measure_knowledge(
     mean_loss = {a: s / m for a, s in loss_sum.items()}
     recall = {a: hit_sum[a] / max(1, seen[a]) for a in hit_sum}
     p1 = name_sum / m
-    name_bits = n * (math.log2(P.N0) - p1 * LOG2E)
+    name_bits = n * (math.log2(P.name_space(name_pool)) - p1 * LOG2E)
     details: dict = {}
     if bios:
         # the work city is charged with the employer: their joint loss carries log2 263 bits

@@ -74,10 +74,13 @@ class DatasetSpec(_Strict):
     v: int | None = Field(default=None, ge=2)
     rewriter: str | None = None
     rewrites: int | None = Field(default=None, ge=1)
+    name_pool: int | None = Field(default=None, ge=1)  # biod only: `BioDParams.name_pool`
 
     @model_validator(mode="after")
     def _complete(self) -> DatasetSpec:
         biod = (self.k, self.c, self.d, self.l, self.t)
+        if self.name_pool is not None and self.kind != "biod":
+            raise ValueError("dataset.name_pool is only for bioD (kind: biod)")
         if self.useful is not None and self.kind != "junk":
             raise ValueError("dataset.useful is only for junk mixtures (kind: junk)")
         if self.kind == "junk" and self.useful != "biod" and biod != (None,) * 5:
@@ -120,6 +123,7 @@ _LATER_FIELDS = (
     "v",
     "rewriter",
     "rewrites",
+    "name_pool",
 )
 
 

@@ -124,7 +124,7 @@ def build_dataset(spec, progress=None) -> tuple:
     if spec.kind == "bios":
         return build_bios(spec.n, spec.seed, spec.variant, **common)
     if spec.kind == "biod":
-        p = BioDParams(spec.n, spec.k, spec.c, spec.d, spec.l, spec.t)
+        p = BioDParams(spec.n, spec.k, spec.c, spec.d, spec.l, spec.t, spec.name_pool)
         return build_biod(p, spec.seed, **common)
     if spec.kind == "junk":
         from kcap.data.junk import REPETITIVE_N, build_junk
