@@ -146,3 +146,19 @@ def test_ray_missing_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray.util.queue", None)
     with pytest.raises(KcapError, match=r"pip install 'kcap\[ray\]'"):
         run_sweep(_grid(1), _opts(tmp_path, ray="local"), execute=fake_execute)
+
+
+def test_a_worker_imports_its_run_modules_when_it_starts():
+    """Measurement modules load lazily; a sweep worker loads them at start, so a source edit
+    during a long sweep cannot pair a new module with an old one in a running worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kcap.experiments import sweep; "
+        "before = [m for m in sweep.RUN_MODULES if m in sys.modules]; "
+        "sweep.import_run_modules(); "
+        "print(before, all(m in sys.modules for m in sweep.RUN_MODULES))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]

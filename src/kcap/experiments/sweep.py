@@ -197,11 +197,33 @@ _QUEUE: Any = None
 _BUSY: list[bool] = [False]
 
 
+#: Modules a run reaches only when it first measures or packs: imported when a worker starts,
+#: so that kcap's source edited during a long sweep (an editable install) cannot give a worker
+#: the new version of one module beside the old version of another, which fails hours in.
+RUN_MODULES = (
+    "kcap.training.trainer",
+    "kcap.training.packed",
+    "kcap.measure.knowledge",
+    "kcap.measure.memorization",
+    "kcap.models.external",
+)
+
+
+def import_run_modules() -> None:
+    """Import every module of `RUN_MODULES` now (a worker's code is fixed when it starts)."""
+    import importlib
+
+    for name in RUN_MODULES:
+        importlib.import_module(name)
+
+
 def _init_worker(queue: Any, parent: int) -> None:
-    """Worker process setup: the progress queue; SIGTERM (from the driver) stops the run with
-    a checkpoint; Ctrl-C is left to the driver (a terminal sends it to the whole group); and
-    the worker stops by itself when the driver is gone."""
+    """Worker process setup: the run's modules (`import_run_modules`); the progress queue;
+    SIGTERM (from the driver) stops the run with a checkpoint; Ctrl-C is left to the driver (a
+    terminal sends it to the whole group); and the worker stops by itself when the driver is
+    gone."""
     global _QUEUE
+    import_run_modules()
     _QUEUE = queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, interrupt.stop_handler())
@@ -398,6 +420,7 @@ def _history(run_dir: Path) -> list[dict]:
 
 def _ray_task(fn: Callable[[dict], dict], task: dict, queue: Any) -> dict:
     global _QUEUE
+    import_run_modules()
     _QUEUE = queue
     return _run_task(fn, task)
 

@@ -43,7 +43,8 @@ class _Strict(BaseModel):
 class DatasetSpec(_Strict):
     """Either ``path`` to an existing dataset directory, or how to generate one for the run.
 
-    Kinds: ``bios`` and ``biod`` (``n`` people; bioD also ``k, c, d, l, t``); ``junk`` (useful
+    Kinds: ``bios`` and ``biod`` (``n`` people; bioD also ``k, c, d, l, t`` and optionally
+    ``name_pool``, the name pools cut to their first entries); ``junk`` (useful
     bioS(``n``), or with ``useful: biod`` bioD(``n, k, c, d, l, t``), with ``ratio`` junk tokens
     per useful token, ``junk`` random or repetitive, ``domain`` none/useful/junk); ``random``
     (``m`` strings of ``s`` symbols over ``v``);
