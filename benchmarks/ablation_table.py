@@ -24,6 +24,7 @@ KNOBS = (
     "d_model",
     "vocab",
     "tokenizer",
+    "name_pool",
     "lr",
     "schedule",
     "warmup_steps",

@@ -122,7 +122,7 @@ CSV_COLUMNS = (
     "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
     # what an ablation varies, and capacity per non-embedding parameter (issue 11)
-    "seed", "weight_decay", "batch_size", "window", "vocab", "tokenizer", "schedule",
+    "seed", "weight_decay", "batch_size", "window", "vocab", "tokenizer", "name_pool", "schedule",
     "warmup_steps", "init_std", "non_embedding", "R_non_embedding", "packed_with",
 )  # fmt: skip
 
@@ -170,6 +170,7 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "window": training.get("window"),
         "vocab": dataset.get("vocab"),
         "tokenizer": dataset.get("tokenizer", "bpe"),
+        "name_pool": dataset.get("name_pool"),
         "schedule": training.get("schedule", "cosine"),
         "warmup_steps": training.get("warmup_steps"),
         "init_std": overrides.get("init_std", 0.02),
