@@ -355,3 +355,42 @@ def test_sweep_pack_stopped_resumes_every_member(tmp_path):
         (alone / "dataset").symlink_to((Path(rec.run_dir) / "dataset").resolve())
         Trainer(parse_config(rec.config), alone, progress=False, threads=1).fit()
         _assert_same_run_weights(Path(rec.run_dir), alone)
+
+
+def test_a_member_that_leaves_its_pack_is_recorded_at_once(tmp_path):
+    """A packed member's row is written when it finishes, as a run alone's is, not when its
+    pack returns: while the longer member still trains, the shorter one's row is finished."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = tiny_grid(tmp_path / "grid.yaml", checkpoint_every=5)
+    raw = json.loads(grid.read_text())
+    raw["product"] = {"training.exposures": [2, 400]}  # one member ends ~200x sooner
+    grid.write_text(json.dumps(raw))
+    db, out = tmp_path / "p.db", tmp_path / "p"
+    cmd = [sys.executable, "-m", "kcap.cli.main", "sweep", str(grid), "--db", str(db)]
+    cmd += ["--out", str(out), "--pack", "2", "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, statuses = time.time() + 120, []
+        while time.time() < deadline and statuses != ["finished", "running"]:
+            time.sleep(0.2)
+            if db.is_file():
+                with ResultsStore(db) as store:
+                    recs = store.list_runs()
+                by_exposures = sorted(recs, key=lambda r: r.config["training"]["exposures"])
+                statuses = [r.status for r in by_exposures]
+        assert statuses == ["finished", "running"]
+        short = by_exposures[0]
+        assert short.metrics["bits"]["total"] >= 0 and short.timings["packed_with"] == 2
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+    with ResultsStore(db) as store:
+        after = {r.run_id: r for r in store.list_runs()}
+    assert after[short.run_id].status == "finished"  # the stop leaves the finished row alone
+    assert after[by_exposures[1].run_id].error.startswith("interrupted")

@@ -390,14 +390,17 @@ def execute_pack(task: dict) -> dict:
         except Exception as exc:  # this member fails; the others still train
             out[member["run_id"]] = {"error": _error_line(exc)}
     by_dir = {t.run_dir.name: (run_id, t, r) for run_id, (t, r) in trainers.items()}
-    outcomes = train_packed([t for t, _ in trainers.values()])
-    for name, outcome in outcomes.items():
+
+    def left(name: str, outcome) -> None:  # a member left the pack: the driver records it now
         run_id, trainer, resumed = by_dir[name]
         if outcome.error is not None:
             (trainer.run_dir / "error.txt").write_text(f"{_error_line(outcome.error)}\n")
             out[run_id] = {"error": _error_line(outcome.error)}
         else:
             out[run_id] = _member_output(trainer, outcome.result, t0, resumed)
+        post("left", run_id, output=out[run_id])
+
+    train_packed([t for t, _ in trainers.values()], left)
     return {"members": out}
 
 
@@ -604,7 +607,7 @@ class _Driver:
             ):
                 raise interrupt.Aborted(summary.stopped_by or "stop", summary.exit_code)
             done = self.backend.wait(list(self.active), timeout=0.25)
-            _drain(self.backend, store, view, summary)
+            self._drain(store, view)
             for handle in done:
                 self._record(store, view, handle)
             view.heartbeat(store, opts.heartbeat_every, self.tokens)
@@ -683,13 +686,38 @@ class _Driver:
                         self.pending.insert(0, other)
                 self.active.clear()
             return
-        members = out.get("members", {job[0][0].run_id: out})
+        # a pack's members that left it early were recorded then, and are no longer in ``job``
+        members = out["members"] if "members" in out else {job[0][0].run_id: out}
         for point, token in job:
             result = members.get(point.run_id, {"error": "the pack returned no result for it"})
             if "error" in result:
                 self._record_failure(store, view, point, token, result["error"])
             else:
                 self._record_success(store, view, point, token, result)
+
+    def _drain(self, store: ResultsStore, view: _View) -> None:
+        """Workers' messages: a run started (its parameters and manifest go to the store), or a
+        packed member left its pack (recorded now, as a run alone is when it ends, rather than
+        when the whole pack returns, hours later)."""
+        for kind, run_id, data in self.backend.messages():
+            if kind == "started":
+                store.update_run(run_id, params=data["params"], manifest=data["manifest"])
+                self.summary.resumed += bool(data["resumed"])
+            elif kind == "left":
+                self._record_left(store, view, run_id, data["output"])
+            view.message(kind, run_id, data)
+
+    def _record_left(self, store, view, run_id: str, out: dict) -> None:
+        """Record a member that left its pack, and take it out of the pack's job."""
+        for job in self.active.values():
+            for i, (point, token) in enumerate(job):
+                if point.run_id == run_id:
+                    del job[i]
+                    if "error" in out:
+                        self._record_failure(store, view, point, token, out["error"])
+                    else:
+                        self._record_success(store, view, point, token, out)
+                    return
 
     def _record_failure(self, store, view, point: GridPoint, token: str, error: str) -> None:
         _write(store.fail_run, point.run_id, error, token=token)
@@ -760,14 +788,6 @@ def _error_text(exc: BaseException, backend) -> str:
         )
     text = f"{type(cause).__name__}: {cause}".strip()
     return text.splitlines()[0][:500] if text else type(cause).__name__
-
-
-def _drain(backend, store: ResultsStore, view: _View, summary: SweepSummary) -> None:
-    for kind, run_id, data in backend.messages():
-        if kind == "started":
-            store.update_run(run_id, params=data["params"], manifest=data["manifest"])
-            summary.resumed += bool(data["resumed"])
-        view.message(kind, run_id, data)
 
 
 class _View:

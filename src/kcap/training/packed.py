@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +155,11 @@ class _Outcome:
 class PackedTrainer:
     """Trains member `Trainer`s (same `_member_key`) as one `PackedGPT`; see the module doc."""
 
-    def __init__(self, members: list[Trainer]):
+    def __init__(
+        self, members: list[Trainer], on_outcome: Callable[[str, _Outcome], None] | None = None
+    ):
+        """``on_outcome(run directory name, outcome)`` is called as each member leaves the
+        pack (finished and measured, or failed), before the others go on."""
         if not members:
             raise ValueError("a pack needs at least one member")
         keys = {_member_key(m) for m in members}
@@ -177,6 +182,7 @@ class PackedTrainer:
             self.optimizer.load_member(k, m)
             m.packed_with = len(members)
         self.outcomes: dict[str, _Outcome] = {}
+        self.on_outcome = on_outcome
 
     # ------------------------------------------------------------------ members in and out
     def _sync(self, k: int) -> None:
@@ -324,10 +330,16 @@ class PackedTrainer:
             error = TrainingDiverged(
                 f"loss or gradient is not finite at step {bad[k] + 1:,}; {where}"
             )
-            self.outcomes[m.run_dir.name] = _Outcome(error=error)
+            self._leave(m, _Outcome(error=error))
         if rows:
             self._drop(rows)
         return bool(rows)
+
+    def _leave(self, m: Trainer, outcome: _Outcome) -> None:
+        """Record how member ``m`` left the pack, and tell ``on_outcome`` now."""
+        self.outcomes[m.run_dir.name] = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(m.run_dir.name, outcome)
 
     def _finish(self, rows: list[int]) -> None:
         """Measure and write the members ``rows`` (`Trainer.finish`), then drop them."""
@@ -335,9 +347,10 @@ class PackedTrainer:
             m = self.members[k]
             self._sync(k)
             try:
-                self.outcomes[m.run_dir.name] = _Outcome(result=m.finish())
+                outcome = _Outcome(result=m.finish())
             except Exception as e:  # one member's failure is its own
-                self.outcomes[m.run_dir.name] = _Outcome(error=e)
+                outcome = _Outcome(error=e)
+            self._leave(m, outcome)
         self._drop(rows)
 
 
@@ -349,12 +362,15 @@ def _pad_rows(t: torch.Tensor, rows: int, value: int) -> torch.Tensor:
     return torch.cat([t, t.new_full((rows - len(t), t.size(1)), value)])
 
 
-def train_packed(members: list[Trainer]) -> dict[str, _Outcome]:
-    """Train members in packs of what can share one (`_member_key`), one pack after another."""
+def train_packed(
+    members: list[Trainer], on_outcome: Callable[[str, _Outcome], None] | None = None
+) -> dict[str, _Outcome]:
+    """Train members in packs of what can share one (`_member_key`), one pack after another;
+    ``on_outcome`` as for `PackedTrainer`."""
     groups: dict[tuple, list[Trainer]] = {}
     for m in members:
         groups.setdefault(_member_key(m), []).append(m)
     outcomes: dict[str, _Outcome] = {}
     for group in groups.values():
-        outcomes |= PackedTrainer(group).fit()
+        outcomes |= PackedTrainer(group, on_outcome).fit()
     return outcomes
