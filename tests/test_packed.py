@@ -350,6 +350,7 @@ def test_sweep_pack_stopped_resumes_every_member(tmp_path):
     resumed, _ = _sweep(tmp_path, "p", grid=grid)
     for rec in resumed.values():  # against the run trained alone, uninterrupted
         assert rec.status == "finished" and rec.timings["resumed"]
+        assert rec.timings["wall_s"] >= rec.timings["train_s"]  # every leg, not the last one
         alone = tmp_path / "alone" / rec.run_id
         alone.mkdir(parents=True)
         (alone / "dataset").symlink_to((Path(rec.run_dir) / "dataset").resolve())

@@ -327,12 +327,13 @@ def _write_error(run_dir: Path) -> None:
 
 
 def _member_output(trainer, result, started: float, resumed: bool) -> dict:
-    """What the driver records in the store for a finished run."""
+    """What the driver records in the store for a finished run. ``wall_s`` spans every leg of
+    a resumed run: this leg's wall clock plus the training time of the legs before it."""
     summary = trainer.summary()
     metrics = result.to_dict()
     metrics["history"] = _history(trainer.run_dir)
     timings = {
-        "wall_s": time.time() - started,
+        "wall_s": time.time() - started + trainer.resumed_seconds,
         "train_s": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"],
         "steps": summary["steps"],

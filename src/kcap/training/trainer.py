@@ -224,6 +224,7 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.train_seconds = 0.0
+        self.resumed_seconds = 0.0  # training time of earlier legs, restored by load_checkpoint
         self.lr_scale = 1.0  # halved by each restart after a non-finite loss
         self.nan_restarts = 0
         self.skipped_steps = 0  # on_nan: skip
@@ -275,7 +276,7 @@ class Trainer:
         if state["config_hash"] != _hash(self.cfg):
             raise KcapError("--resume", f"{path} was written by a different config")
         self.step, self.tokens = state["step"], state["tokens"]
-        self.train_seconds = state["train_seconds"]
+        self.train_seconds = self.resumed_seconds = state["train_seconds"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the kernel of this device, not the saver's
