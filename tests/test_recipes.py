@@ -12,12 +12,20 @@ from kcap.experiments.paper import CLAIMS
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = sorted((CONFIGS / "recipes").glob("*.yaml"))
+EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 PINNED = Path(__file__).with_name("recipe_run_ids.json")
 
 
 def run_ids() -> dict[str, list[str]]:
     """Recipe file stem -> the sorted run ids it expands to."""
     return {path.stem: sorted(p.run_id for p in expand(load_grid(path))) for path in RECIPES}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_experiment_expands_into_distinct_runs(path):
+    """The measurement grids that README.md and configs/README.md cite still load and expand."""
+    points = expand(load_grid(path))
+    assert points and len({p.run_id for p in points}) == len(points)
 
 
 def test_every_claim_has_a_recipe_at_every_scale():
