@@ -9,6 +9,11 @@ GPU (the GPU check uses `pack_vs_single`).
 
     python benchmarks/bench_pack.py                 # K = 8, d 32, 1 thread
     python benchmarks/bench_pack.py --k 4 --d 64 --threads 2
+    python benchmarks/bench_pack.py --head-share    # the share of a packed step in the head
+
+``--head-share`` also times, in the same process, what no packing can speed up: each model's
+vocabulary head and loss (the logits of its 512 tokens over the whole vocabulary, cross-entropy,
+and their backward), run for the K models as the pack runs them, against the packed step.
 """
 
 from __future__ import annotations
@@ -88,6 +93,33 @@ class Bench:
         return sum(m.tokens for m in pack.members), time.perf_counter() - t0
 
 
+def head_share(bench: Bench, steps: int, k: int) -> tuple[float, float]:
+    """Seconds per packed step, and per step of the K heads and losses alone (forward and
+    backward, as `PackedGPT.nll` runs them: model by model), best of three."""
+    import torch.nn.functional as F
+
+    pack = PackedTrainer(bench.members("share", k))
+    pack.fit(stop_after=20)  # warm: allocator, caches
+    before = pack.members[0].train_seconds  # the steps' time only, not the checkpoints'
+    pack.fit(stop_after=steps)
+    step_s = (pack.members[0].train_seconds - before) / steps
+    model = pack.model
+    head = model._head().detach()
+    rows, d = 4 * 128, head.shape[-1]
+    hs = [torch.randn(rows, d, requires_grad=True) for _ in range(k)]
+    heads = [head[i].clone().requires_grad_(True) for i in range(k)]
+    ys = [torch.randint(0, head.shape[1], (rows,)) for _ in range(k)]
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            parts = zip(hs, heads, ys, strict=True)
+            losses = [F.cross_entropy(h @ w.T, y, reduction="sum") for h, w, y in parts]
+            torch.stack(losses).sum().backward()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return step_s, best
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -102,11 +134,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=800, help="people in the bioD probe")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--head-share", action="store_true", help="time the heads' share of a step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-pack-"))
     try:
         bench = Bench(work, args.k, args.d, args.n, args.threads, args.device)
+        if args.head_share:
+            step_s, head_s = head_share(bench, args.steps, args.k)
+            print(
+                f"K = {args.k}, d {args.d}, {args.threads} thread(s): packed step "
+                f"{step_s * 1e3:.1f} ms, of which the {args.k} heads and losses "
+                f"{head_s * 1e3:.1f} ms ({head_s / step_s:.0%})"
+            )
+            return
         seq_best = pack_best = float("inf")
         tokens = 0
         for r in range(args.repeats):
