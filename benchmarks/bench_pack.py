@@ -105,7 +105,8 @@ def head_share(bench: Bench, steps: int, k: int) -> tuple[float, float]:
     step_s = (pack.members[0].train_seconds - before) / steps
     model = pack.model
     head = model._head().detach()
-    rows, d = 4 * 128, head.shape[-1]
+    t = bench.cfgs[0].training
+    rows, d = t.batch_size * t.window, head.shape[-1]  # one step's tokens per model
     hs = [torch.randn(rows, d, requires_grad=True) for _ in range(k)]
     heads = [head[i].clone().requires_grad_(True) for i in range(k)]
     ys = [torch.randint(0, head.shape[1], (rows,)) for _ in range(k)]

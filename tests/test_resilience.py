@@ -183,6 +183,9 @@ def test_kill_9_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_path
     _states_equal(resumed["model"], straight.model.state_dict())
     assert (run / "measure.json").read_text() == (straight.run_dir / "measure.json").read_text()
     assert _losses(run) == _losses(straight.run_dir)  # each step logged once, same losses
+    with ResultsStore(db) as store:  # the row's wall time spans every leg, not the last one
+        timings = store.get(config_hash(parse_config(raw).model_dump())).timings
+    assert timings["wall_s"] >= timings["train_s"]
     with ResultsStore(db) as store:
         assert [r.status for r in store.list_runs()] == ["finished"]
 

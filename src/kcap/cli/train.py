@@ -129,7 +129,7 @@ def run_training(
             summary = trainer.summary()
             if store:
                 timings = {
-                    "wall_s": time.time() - t0,
+                    "wall_s": time.time() - t0 + trainer.resumed_seconds,  # every leg
                     "train_s": trainer.train_seconds,
                     "tokens_per_s": summary["tokens_per_s"],
                     "host": socket.gethostname(),
