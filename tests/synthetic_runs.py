@@ -1,7 +1,8 @@
 """Synthetic finished runs with a known capacity law, written into a results store (test helper).
 
 Each model stores min(0.97 · the data's bits, R · P · noise) bits: data-limited when the dataset
-is small, at capacity (R bits per parameter) when it is large. A run can also be a `kcap
+is small, at capacity (R bits per parameter) when it is large. `late_onset` is the opposite: a
+learner with no capacity limit that is slow to start memorising. A run can also be a `kcap
 quantize` measurement (``quantize``: the config's entry) or a junk mixture (``junk``: random or
 repetitive, on bioD useful data; ``domain``: the domain-token option).
 """
@@ -93,6 +94,32 @@ def record(
     )
     store.finish_run(run_id, metrics=metrics, timings={"wall_s": 1.0})
     return run_id
+
+
+def late_onset_share(n: int, exposures: int, *, onset: float = 58.0, n_ref: int = 1600) -> float:
+    """The share of a dataset a late-onset learner stores (`late_onset`)."""
+    return max(0.0, 1.0 - onset * (n / n_ref) ** 0.32 / exposures)
+
+
+def late_onset(store: ResultsStore, *, ns=(1600, 3200, 6400), P: int = 50_000, **kw) -> list[str]:
+    """A model bounded by how fast it learns, never by what it can hold (no R, no cap).
+
+    Memorisation of a person begins only after e0(N) = 58 (N / 1,600)^0.32 of the run's
+    exposures, later on larger data (measured at lab scale: a d=32 GPT2 at 100 exposures began at
+    exposure 34, 39 and 62 on N = 1,600, 3,200 and 6,400), and the model stores the share of the
+    data it had left after onset. Its bits rise and then fall with N, which a rule reading
+    "capacity" off any fall would take for a plateau.
+    """
+    biod = kw.pop("biod", (8, 1, 128, 1, 128))
+    exposures = kw.pop("exposures", 100)
+    ids = []
+    for n in ns:
+        total = biod_bits(n, *biod)["total"]
+        share = late_onset_share(n, exposures)
+        # R as `record` wants it: bits = R * P, far below the data (no noise, no 0.97 cap)
+        R = share * total / P
+        ids.append(record(store, n=n, P=P, R=R, biod=biod, exposures=exposures, **kw))
+    return ids
 
 
 def law_grid(store: ResultsStore, R: float, *, seeds=(0,), noise=0.03, **kw) -> None:

@@ -143,10 +143,43 @@ def test_bits_collapsing_on_larger_data_is_not_capacity(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
         for n, R in ((200, 0.086), (400, 0.0024), (800, 0.0007)):
             syn.record(store, n=n, P=17_000, R=R, biod=(8, 1, 128, 1, 128), exposures=100)
-        for n, R in ((800, 1.0), (1600, 0.7)):  # a d=32 model at 1000 exposures: it held 70%
+        for n, R in ((800, 1.0), (1600, 0.95), (3200, 0.97)):  # flat within 10%: a plateau
             syn.record(store, n=n, P=50_000, R=R, biod=(8, 1, 128, 1, 128))
     laws = {law.exposures: law for law in analyse(load_points(tmp_path / "r.db"))}
     (collapsed,) = laws[100].models
     assert collapsed.plateau is False and not collapsed.at_capacity and laws[100].R is None
     (held,) = laws[1000].models
     assert held.plateau is True and held.at_capacity and pytest.approx(1.0) == laws[1000].R
+
+
+def test_a_late_onset_learner_is_not_at_capacity(tmp_path):
+    """A learner with no capacity limit, slow to begin memorising and slower on larger data
+    (`synthetic_runs.late_onset`), stores less of larger datasets: bits that rise and then fall
+    by a third. That fall is a learning limit; reading it as a plateau would fit a "law"."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.late_onset(store)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    bits = [p.bits for p in sorted(law.points, key=lambda p: p.n)]
+    # the series the rule must see through: up, then down to between half and 90% of the best
+    # (the band a plateau rule that only asked for half of the best let through)
+    assert bits[0] < bits[1] and 0.5 * bits[1] < bits[2] < 0.9 * bits[1]
+    assert all(p.fraction < 0.5 for p in law.points)  # never limited by the data
+    (model,) = law.models
+    assert model.plateau is False and not model.at_capacity
+    assert law.R is None and law.slope is None
+    assert law.peak_R == pytest.approx(bits[1] / 50_000)
+
+
+def test_a_model_at_capacity_that_dips_within_the_noise_keeps_its_plateau(tmp_path):
+    """Seed noise of a few percent must not turn a capacity into a learning limit: a model whose
+    bits sit within 10% of its best across N is at capacity, with its best as C(m)."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n, R in ((800, 1.0), (1600, 1.06), (3200, 0.97)):  # data holds 74 bits a person
+            syn.record(store, n=n, P=50_000, R=R, biod=(8, 1, 128, 1, 128))
+        for n, R in ((800, 1.0), (1600, 1.06), (3200, 0.94)):  # 89% of the best: a fall
+            syn.record(store, n=n, P=60_000, R=R, biod=(8, 1, 128, 1, 128))
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    held, fell = sorted(law.models, key=lambda m: m.P)
+    assert held.at_capacity and held.bits == pytest.approx(1.06 * 50_000)
+    assert fell.plateau is False and not fell.at_capacity
+    assert pytest.approx(1.06) == law.R
