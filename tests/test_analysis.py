@@ -78,6 +78,8 @@ def test_data_limited_models_give_no_law_and_best_lr_wins(tmp_path):
     laws = analyse(load_points(tmp_path / "r.db"))
     limited = find(laws, exposures=1000)
     assert limited.R is None and limited.n_at_capacity == 0
+    whys = {m.why for m in limited.models}
+    assert whys == {"stored >= 90% of every dataset: limited by the data"}
     best = find(laws, exposures=100)
     assert len(best.points) == 2 and pytest.approx(1.5) == best.R
 
@@ -87,6 +89,7 @@ def test_a_single_dataset_is_no_evidence_of_capacity(tmp_path):
         syn.record(store, n=3200, P=20_000, R=1.5)
     (law,) = analyse(load_points(tmp_path / "r.db"))
     assert law.R is None and law.n_at_capacity == 0 and law.peak_R == pytest.approx(1.5)
+    assert law.models[0].why == "not fully stored at one N (3,200): no plateau to read"
 
 
 def test_architecture_labels_ignore_size_and_name_the_paper_variants():
@@ -134,6 +137,7 @@ def test_bits_still_rising_with_n_is_not_capacity(tmp_path):
     (law,) = analyse(load_points(tmp_path / "r.db"))
     (model,) = law.models
     assert model.plateau is False and not model.at_capacity and law.R is None
+    assert model.why == "bits still rising: +100% from N = 1,600 to 3,200"
     assert law.peak_R == pytest.approx(0.8)
 
 
@@ -166,6 +170,8 @@ def test_a_late_onset_learner_is_not_at_capacity(tmp_path):
     assert all(p.fraction < 0.5 for p in law.points)  # never limited by the data
     (model,) = law.models
     assert model.plateau is False and not model.at_capacity
+    assert model.why.startswith("bits fell to") and "learning limit" in model.why
+    assert list(model.bits_by_n.values()) == pytest.approx(bits)
     assert law.R is None and law.slope is None
     assert law.peak_R == pytest.approx(bits[1] / 50_000)
 
@@ -181,5 +187,7 @@ def test_a_model_at_capacity_that_dips_within_the_noise_keeps_its_plateau(tmp_pa
     (law,) = analyse(load_points(tmp_path / "r.db"))
     held, fell = sorted(law.models, key=lambda m: m.P)
     assert held.at_capacity and held.bits == pytest.approx(1.06 * 50_000)
+    assert held.why == "at capacity: flat within 10% from N = 1,600 to 3,200"
     assert fell.plateau is False and not fell.at_capacity
+    assert fell.why.startswith("bits fell to 89% of the most it stored on N = 3,200")
     assert pytest.approx(1.06) == law.R

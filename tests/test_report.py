@@ -78,6 +78,27 @@ def test_verdicts_carry_numbers(report_dir):
     assert _verdict(html, 9) == "not yet measured"
 
 
+def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
+    """The models table: each model's bits at every N and the reason for its verdict, in both
+    the page and the markdown, so a reader can check the plateau rule on the figures."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.late_onset(store)  # a learning limit: bits up, then down by a third
+        for n, R in ((3200, 1.0), (6400, 0.98)):  # a plateau
+            syn.record(store, n=n, P=20_000, R=R, biod=(8, 1, 128, 1, 128), exposures=100)
+    write_report(tmp_path / "r.db", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    html = (tmp_path / "out" / "index.html").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| bioD, 100 exp., gpt2 |")]
+    assert len(rows) == 2
+    held, fell = sorted(rows, key=lambda r: "20,000" not in r)
+    assert "3,200: 20.0k · 6,400: 19.6k" in held
+    assert "**yes**: at capacity: flat within 10% from N = 3,200 to 6,400" in held
+    assert "no: bits fell to" in fell and "learning limit" in fell
+    table = html.split('id="models-table"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 3  # the header and two models
+    assert "yes: at capacity" in table and "a learning limit" in table
+
+
 def test_empty_store_reports_not_yet_measured(tmp_path):
     with ResultsStore(tmp_path / "r.db"):
         pass

@@ -162,6 +162,10 @@ class ModelCapacity:
     at_capacity: bool
     plateau: bool | None
     datasets: int
+    #: why the model is, or is not, at capacity, in words and figures (the report's models table)
+    why: str = ""
+    #: the best bits stored at each N of the setting
+    bits_by_n: dict[int, float] = field(default_factory=dict)
 
     @property
     def R(self) -> float:
@@ -602,12 +606,19 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     out = []
     for (model, replicate, setting), pts in sorted(by_model.items()):
         top = max(pts, key=lambda p: p.bits)
-        plateau = _plateau(pts, top.bits, data_limited)
+        plateau, why = _plateau(pts, top.bits, data_limited)
         # At capacity: it stored something, was shown more than it stored, and showing it more
-        # did not raise what it stored. Storing less than one dataset is no evidence: under-
+        # did not move what it stored. Storing less than one dataset is no evidence: under-
         # trained models do that too (on this CPU a d=16 GPT2 stored 2% of bioS(100) after
         # 1000 exposures), so a model seen at a single N (or with bits still rising) gives no law.
         shown_more = any(p.data_bits * data_limited > top.bits for p in pts)
+        if top.bits <= 0:
+            why = "stored nothing"
+        elif not shown_more:
+            why = f"stored >= {data_limited:.0%} of every dataset: limited by the data"
+        by_n: dict[int, float] = {}
+        for p in pts:
+            by_n[p.n] = max(by_n.get(p.n, 0.0), p.bits)
         out.append(
             ModelCapacity(
                 model=model,
@@ -619,23 +630,34 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
                 at_capacity=top.bits > 0 and shown_more and plateau is True,
                 plateau=plateau,
                 datasets=len(pts),
+                why=why,
+                bits_by_n=dict(sorted(by_n.items())),
             )
         )
     return out
 
 
-def _plateau(points: list[Point], most: float, data_limited: float) -> bool | None:
-    """Whether one model's bits stopped rising with N on one setting: read on the datasets it
-    did not fully store, the best run at the largest N against the best at the next largest
-    (None: fewer than two such N)."""
+def _plateau(points: list[Point], most: float, data_limited: float) -> tuple[bool | None, str]:
+    """Whether one model's bits stopped moving with N on one setting, and why (or why not):
+    read on the datasets it did not fully store, the best run at the largest N against the best
+    at the next largest and against the most it stored anywhere (None: fewer than two such N)."""
     best: dict[int, float] = {}
     for p in points:
         if p.fraction < data_limited:
             best[p.n] = max(best.get(p.n, 0.0), p.bits)
     if len(best) < 2:
-        return None
-    *_, before, last = (best[n] for n in sorted(best))
-    return last >= HOLD * most and last <= before * PLATEAU
+        where = "no N" if not best else f"one N ({next(iter(best)):,})"
+        return None, f"not fully stored at {where}: no plateau to read"
+    (n0, before), (n1, last) = sorted(best.items())[-2:]
+    span = f"N = {n0:,} to {n1:,}"
+    if last > before * PLATEAU:
+        return False, f"bits still rising: {last / before - 1:+.0%} from {span}"
+    if last < HOLD * most:
+        return False, (
+            f"bits fell to {last / most:.0%} of the most it stored on N = {n1:,}: "
+            "a learning limit, not a capacity"
+        )
+    return True, f"at capacity: flat within {PLATEAU - 1:.0%} from {span}"
 
 
 def _law(models: list[ModelCapacity]):

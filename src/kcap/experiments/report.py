@@ -1,14 +1,15 @@
 """`kcap report`: a static HTML page and its markdown twin, from the results store.
 
 What it shows: the twelve results of SPEC §7 (the paper's claim, our figure, the scale, a verdict
-with the numbers), the table of fitted laws, and the figures -- per group a Figure-1-style plot
-(bits stored against P, log-log, one series per N, the 2·P and 1·P lines and the fitted law),
-capacity by architecture, bits over training, and the bioD per-component bars; where a run has
-an extraction probe (`kcap extract`), its memorisable and extractable accuracy beside its bits
-(the runs table, and a knowledge-extraction table; runs without one show a dash). Every figure is
-written as PNG and SVG under ``figures/``; the page references them relatively, so the folder
-opens from disk with no server and no network. A few lines of inline script mark figures that
-failed to load (and let a headless browser count them).
+with the numbers), the table of fitted laws, each model's capacity verdict with its reason (its
+best bits at every N, and whether they rose, held within 10% or fell), and the figures -- per
+group a Figure-1-style plot (bits stored against P, log-log, one series per N, the 2·P and 1·P
+lines and the fitted law), capacity by architecture, bits over training, and the bioD
+per-component bars; where a run has an extraction probe (`kcap extract`), its memorisable and
+extractable accuracy beside its bits (the runs table, and a knowledge-extraction table; runs
+without one show a dash). Every figure is written as PNG and SVG under ``figures/``; the page
+references them relatively, so the folder opens from disk with no server and no network. A few
+lines of inline script mark figures that failed to load (and let a headless browser count them).
 """
 
 from __future__ import annotations
@@ -320,6 +321,37 @@ _LAW_HEAD = [
 ]
 
 
+_MODEL_HEAD = ["group", "model", "seed", "data setting", "P", "best bits by N", "C/P", "capacity"]
+
+
+def _kbits(bits: float) -> str:
+    return f"{bits / 1000:.1f}k"
+
+
+def _model_rows(laws: list[Law]) -> list[list[str]]:
+    """One row per model of every law: what it stored at each N, and why it is (not) at
+    capacity (`ModelCapacity.why`)."""
+    rows = []
+    for law in laws:
+        group = f"{law.family}, {law.exposures} exp., " + law.arch
+        group += f" int{law.quant}" if law.quant else ""
+        for m in sorted(law.models, key=lambda m: (m.setting, m.P, m.replicate)):
+            by_n = " · ".join(f"{n:,}: {_kbits(b)}" for n, b in m.bits_by_n.items())
+            rows.append(
+                [
+                    group,
+                    m.model,
+                    f"{m.replicate[0]}/{m.replicate[1]}",
+                    m.setting,
+                    f"{m.P:,}",
+                    by_n,
+                    f"{m.R:.3f}",
+                    ("**yes**: " if m.at_capacity else "no: ") + m.why,
+                ]
+            )
+    return rows
+
+
 def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report") -> Path:
     """Write ``out/index.html``, ``out/report.md`` and ``out/figures/``; return the HTML path.
 
@@ -484,6 +516,24 @@ def _write_html(
                 + "</tr>"
             )
         h.append("</tbody></table>")
+        h.append('<h3 id="models">Models</h3>')
+        h.append(f"<p>{_e(_MODELS_NOTE)}</p>")
+        h.append(
+            '<table id="models-table"><thead><tr>'
+            + "".join(f"<th>{_e(c)}</th>" for c in _MODEL_HEAD)
+            + "</tr></thead><tbody>"
+        )
+        for row in _model_rows(laws):
+            *cells, verdict = row
+            h.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{_e(c)}</td>' if i in (4, 6) else f"<td>{_e(c)}</td>"
+                    for i, c in enumerate(cells)
+                )
+                + f"<td>{_e(verdict.replace('**', ''))}</td></tr>"
+            )
+        h.append("</tbody></table>")
     else:
         h.append(
             "<p>No finished runs yet: run <code>kcap sweep</code> with a recipe from "
@@ -548,6 +598,16 @@ def _write_html(
     (out / "index.html").write_text("\n".join(h) + "\n")
 
 
+_MODELS_NOTE = (
+    "Each model (one shape, one seed pair: dataset/training) on one data setting: the most bits "
+    "it stored at each N (the best over learning rates and the like), its capacity C (the most "
+    "at any N) over P, and whether C is a capacity. C counts as one when the model was shown "
+    "more than it stored and its bits held within 10% both ways from the second-largest N it "
+    "did not fully store to the largest. Bits that fall on larger data are a learning limit "
+    "(memorisation starting later on more people), bits still rising say nothing yet, and a "
+    "model that stored (nearly) all of every dataset was limited by the data."
+)
+
 _METHOD = (
     "Bits are the paper's lower bound (Definitions 4.1/4.3) from summed span losses; P counts "
     "every parameter once except embedding rows of tokens the data never uses. Runs are grouped "
@@ -555,7 +615,8 @@ _METHOD = (
     "or weight decay (or, for quantized runs, in the quantizer) keep the best. Peak R is the "
     "largest bits/P of any run. A model is at capacity on a dataset setting (bioD: one K, C, D, "
     "L, T) when some dataset of that setting held more than 1/0.9 times the most bits it stored "
-    "and its bits stopped rising from the second-largest N to the largest; the law's R is the "
+    "and its bits stopped moving from the second-largest N it did not fully store to the "
+    "largest (at most 10% more, and at least 90% of the most it stored); the law's R is the "
     "median of capacity/P over those models. Intervals say what they are over: the range over "
     "seeds, each fitted on the same models; with one seed, a 95% bootstrap over models (not "
     "seeds) or the range of two models; one model has none (—). Peaks of two groups are "
@@ -602,6 +663,9 @@ def _write_markdown(
     if laws:
         md += [_md_row(_LAW_HEAD), _md_row(["---"] * len(_LAW_HEAD))]
         md += [_md_row(_law_cells(law)) for law in laws]
+        md += ["", "### Models", "", _MODELS_NOTE, ""]
+        md += [_md_row(_MODEL_HEAD), _md_row(["---"] * len(_MODEL_HEAD))]
+        md += [_md_row(row) for row in _model_rows(laws)]
     else:
         md.append("No finished runs yet.")
     md += ["", "## Figures", ""]
