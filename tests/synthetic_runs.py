@@ -37,7 +37,7 @@ def record(
     rng: np.random.Generator | None = None,
     biod: tuple[int, int, int, int, int] | None = None,
     lr: float = 1e-3,
-    history: bool = True,
+    history: bool | list[tuple[int, float]] = True,
     quantize: dict | None = None,
     junk: str | None = None,
     domain: str | None = None,
@@ -82,11 +82,15 @@ def record(
         "R_max": data["total"] / P,
         "recall_accuracy": min(1.0, share),
         "history": [
-            {"step": s, "bits": bits * (1 - math.exp(-3 * s / 100)), "recall_accuracy": 0.5}
-            for s in (10, 30, 60, 100)
-        ]
-        if history
-        else [],
+            {"step": s, "bits": bits * share, "recall_accuracy": 0.5}
+            for s, share in (
+                history
+                if isinstance(history, list)
+                else [(s, 1 - math.exp(-3 * s / 100)) for s in (10, 30, 60, 100)]
+                if history
+                else []
+            )
+        ],
     }
     manifest = {"kind": dataset["kind"], "params": params, "bits": data}
     store.start_run(
@@ -118,8 +122,16 @@ def late_onset(store: ResultsStore, *, ns=(1600, 3200, 6400), P: int = 50_000, *
         share = late_onset_share(n, exposures)
         # R as `record` wants it: bits = R * P, far below the data (no noise, no 0.97 cap)
         R = share * total / P
-        ids.append(record(store, n=n, P=P, R=R, biod=biod, exposures=exposures, **kw))
+        # measured every tenth of the run: nothing before the onset, then a steady rise
+        e0 = exposures * (1 - share)
+        history = [(s, max(0.0, (s / 100 * exposures - e0) / (exposures - e0))) for s in LADDER]
+        ids.append(
+            record(store, n=n, P=P, R=R, biod=biod, exposures=exposures, history=history, **kw)
+        )
     return ids
+
+
+LADDER = tuple(range(10, 101, 10))  # in-training measurement steps of `late_onset`, end at 100
 
 
 def law_grid(store: ResultsStore, R: float, *, seeds=(0,), noise=0.03, **kw) -> None:

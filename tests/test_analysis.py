@@ -92,6 +92,20 @@ def test_a_single_dataset_is_no_evidence_of_capacity(tmp_path):
     assert law.models[0].why == "not fully stored at one N (3,200): no plateau to read"
 
 
+def test_onset_is_the_first_measurement_holding_a_tenth_of_the_runs_best(tmp_path):
+    """Memorisation begins at the first in-training measurement holding 10% of the most the run
+    held; at the first measurement that is only a bound; a run that never held 1% of its data
+    has no onset."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        late = [(25, 0.0), (50, 0.05), (75, 0.5), (100, 1.0)]
+        syn.record(store, n=800, P=50_000, R=0.5, exposures=100, history=late)
+        syn.record(store, n=1600, P=50_000, R=0.5, exposures=100)  # 26% at the first
+        syn.record(store, n=3200, P=50_000, R=0.001, exposures=100)  # never 1% of its data
+        syn.record(store, n=6400, P=50_000, R=0.5, exposures=100, history=False)
+    onset = {p.n: p.onset for p in load_points(tmp_path / "r.db")}
+    assert onset == {800: (75.0, False), 1600: (10.0, True), 3200: None, 6400: None}
+
+
 def test_architecture_labels_ignore_size_and_name_the_paper_variants():
     assert arch_label("gpt2-2-1", {"d_model": 32}) == "gpt2"
     assert arch_label("gpt2-4-4", {"mlp_ratio": 1}) == "gpt2-quarter-mlp"
@@ -171,6 +185,9 @@ def test_a_late_onset_learner_is_not_at_capacity(tmp_path):
     (model,) = law.models
     assert model.plateau is False and not model.at_capacity
     assert model.why.startswith("bits fell to") and "learning limit" in model.why
+    # memorisation began later on more people (at 58, 72 and 90 exposures; seen at the first
+    # measurement, every tenth of the run, holding a tenth of the final bits)
+    assert model.onset_by_n == {1600: (70.0, False), 3200: (80.0, False), 6400: (100.0, False)}
     assert list(model.bits_by_n.values()) == pytest.approx(bits)
     assert law.R is None and law.slope is None
     assert law.peak_R == pytest.approx(bits[1] / 50_000)

@@ -94,6 +94,8 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
     assert "3,200: 20.0k · 6,400: 19.6k" in held
     assert "**yes**: at capacity: flat within 10% from N = 3,200 to 6,400" in held
     assert "no: bits fell to" in fell and "learning limit" in fell
+    assert "1,600: 70 · 3,200: 80 · 6,400: 100" in fell  # memorisation began later and later
+    assert "3,200: ≤ 10 · 6,400: ≤ 10" in held  # by the first measurement
     table = html.split('id="models-table"')[1].split("</table>")[0]
     assert table.count("<tr>") == 3  # the header and two models
     assert "yes: at capacity" in table and "a learning limit" in table

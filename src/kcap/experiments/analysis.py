@@ -75,6 +75,9 @@ PLATEAU = 1.1  # bits that grow by at most 10% when N grows have stopped rising 
 #: of bioD(6,400), its memorisation beginning at exposure 39 and 62). Models at capacity hold
 #: their bits: the band is PLATEAU's, seen from below.
 HOLD = 0.9
+#: Memorisation "begins" at the first in-training measurement holding this share of the most the
+#: run ever held (`Point.onset`).
+ONSET = 0.1
 _SIZE_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context")
 # Paper names for architecture changes (configs/ablations/, paper §7 and Figure 5).
 _ARCH_NAMES: dict[tuple[str, frozenset], str] = {
@@ -148,6 +151,24 @@ class Point:
     def fraction(self) -> float:
         return self.bits / self.data_bits if self.data_bits else 0.0
 
+    @property
+    def onset(self) -> tuple[float, bool] | None:
+        """When memorisation began: (exposures seen, whether that is only an upper bound).
+
+        It began by the first in-training measurement that held ``ONSET`` of the most any
+        measurement of the run held (the history's last step is the run's end), and after the
+        one before it; at the first measurement it is only a bound. None without a history, or
+        when the run never held 1% of its data: then nothing began."""
+        hist = sorted((h for h in self.history if "bits" in h and "step" in h), key=_step)
+        if not hist or not self.data_bits:
+            return None
+        top = max(h["bits"] for h in hist)
+        end = hist[-1]["step"]
+        if top < 0.01 * self.data_bits or not end:
+            return None
+        i = next(i for i, h in enumerate(hist) if h["bits"] >= ONSET * top)
+        return hist[i]["step"] / end * self.exposures, i == 0
+
 
 @dataclass
 class ModelCapacity:
@@ -166,10 +187,16 @@ class ModelCapacity:
     why: str = ""
     #: the best bits stored at each N of the setting
     bits_by_n: dict[int, float] = field(default_factory=dict)
+    #: when memorisation began (`Point.onset`) in that best run at each N
+    onset_by_n: dict[int, tuple[float, bool] | None] = field(default_factory=dict)
 
     @property
     def R(self) -> float:
         return self.bits / self.P
+
+
+def _step(h: dict) -> int:
+    return h["step"]
 
 
 def number_text(x: float) -> str:
@@ -616,9 +643,11 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
             why = "stored nothing"
         elif not shown_more:
             why = f"stored >= {data_limited:.0%} of every dataset: limited by the data"
-        by_n: dict[int, float] = {}
+        best_at_n: dict[int, Point] = {}
         for p in pts:
-            by_n[p.n] = max(by_n.get(p.n, 0.0), p.bits)
+            if p.n not in best_at_n or p.bits > best_at_n[p.n].bits:
+                best_at_n[p.n] = p
+        at_n = sorted(best_at_n.items())
         out.append(
             ModelCapacity(
                 model=model,
@@ -631,7 +660,8 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
                 plateau=plateau,
                 datasets=len(pts),
                 why=why,
-                bits_by_n=dict(sorted(by_n.items())),
+                bits_by_n={n: p.bits for n, p in at_n},
+                onset_by_n={n: p.onset for n, p in at_n},
             )
         )
     return out

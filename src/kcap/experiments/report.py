@@ -321,11 +321,29 @@ _LAW_HEAD = [
 ]
 
 
-_MODEL_HEAD = ["group", "model", "seed", "data setting", "P", "best bits by N", "C/P", "capacity"]
+_MODEL_HEAD = [
+    "group",
+    "model",
+    "seed",
+    "data setting",
+    "P",
+    "best bits by N",
+    "memorisation began (exposures) by N",
+    "C/P",
+    "capacity",
+]
 
 
 def _kbits(bits: float) -> str:
     return f"{bits / 1000:.1f}k"
+
+
+def _onset_text(onset: tuple[float, bool] | None) -> str:
+    """'34', or '≤ 226' where memorisation had begun by the first measurement; '—' for none."""
+    if onset is None:
+        return "—"
+    exposures, bound = onset
+    return ("≤ " if bound else "") + f"{exposures:.0f}"
 
 
 def _model_rows(laws: list[Law]) -> list[list[str]]:
@@ -337,6 +355,7 @@ def _model_rows(laws: list[Law]) -> list[list[str]]:
         group += f" int{law.quant}" if law.quant else ""
         for m in sorted(law.models, key=lambda m: (m.setting, m.P, m.replicate)):
             by_n = " · ".join(f"{n:,}: {_kbits(b)}" for n, b in m.bits_by_n.items())
+            onsets = " · ".join(f"{n:,}: {_onset_text(e)}" for n, e in m.onset_by_n.items())
             rows.append(
                 [
                     group,
@@ -345,6 +364,7 @@ def _model_rows(laws: list[Law]) -> list[list[str]]:
                     m.setting,
                     f"{m.P:,}",
                     by_n,
+                    onsets,
                     f"{m.R:.3f}",
                     ("**yes**: " if m.at_capacity else "no: ") + m.why,
                 ]
@@ -528,7 +548,7 @@ def _write_html(
             h.append(
                 "<tr>"
                 + "".join(
-                    f'<td class="num">{_e(c)}</td>' if i in (4, 6) else f"<td>{_e(c)}</td>"
+                    f'<td class="num">{_e(c)}</td>' if i in (4, 7) else f"<td>{_e(c)}</td>"
                     for i, c in enumerate(cells)
                 )
                 + f"<td>{_e(verdict.replace('**', ''))}</td></tr>"
@@ -600,7 +620,11 @@ def _write_html(
 
 _MODELS_NOTE = (
     "Each model (one shape, one seed pair: dataset/training) on one data setting: the most bits "
-    "it stored at each N (the best over learning rates and the like), its capacity C (the most "
+    "it stored at each N (the best over learning rates and the like), when memorisation began "
+    "in that run (the exposures seen at the first in-training measurement holding 10% of the "
+    "most it held, '≤' where that was the first measurement; — without measurements, or when "
+    "it never held 1% of its data), its "
+    "capacity C (the most "
     "at any N) over P, and whether C is a capacity. C counts as one when the model was shown "
     "more than it stored and its bits held within 10% both ways from the second-largest N it "
     "did not fully store to the largest. Bits that fall on larger data are a learning limit "
