@@ -41,6 +41,7 @@ def record(
     quantize: dict | None = None,
     junk: str | None = None,
     domain: str | None = None,
+    non_embedding: int | None = None,
 ) -> str:
     if junk is not None:
         k, c, d, length, t = biod
@@ -94,7 +95,12 @@ def record(
     }
     manifest = {"kind": dataset["kind"], "params": params, "bits": data}
     store.start_run(
-        run_id, name=config["name"], config=config, manifest=manifest, run_dir=None, params={"P": P}
+        run_id,
+        name=config["name"],
+        config=config,
+        manifest=manifest,
+        run_dir=None,
+        params={"P": P} | ({"non_embedding": non_embedding} if non_embedding else {}),
     )
     store.finish_run(run_id, metrics=metrics, timings={"wall_s": 1.0})
     return run_id

@@ -83,8 +83,16 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
     the page and the markdown, so a reader can check the plateau rule on the figures."""
     with ResultsStore(tmp_path / "r.db") as store:
         syn.late_onset(store)  # a learning limit: bits up, then down by a third
-        for n, R in ((3200, 1.0), (6400, 0.98)):  # a plateau
-            syn.record(store, n=n, P=20_000, R=R, biod=(8, 1, 128, 1, 128), exposures=100)
+        for n, R in ((3200, 1.0), (6400, 0.98)):  # a plateau; 8k parameters outside embeddings
+            syn.record(
+                store,
+                n=n,
+                P=20_000,
+                R=R,
+                biod=(8, 1, 128, 1, 128),
+                exposures=100,
+                non_embedding=8_000,
+            )
     write_report(tmp_path / "r.db", tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     html = (tmp_path / "out" / "index.html").read_text()
@@ -96,6 +104,7 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
     assert "no: bits fell to" in fell and "learning limit" in fell
     assert "1,600: 70 · 3,200: 80 · 6,400: 100" in fell  # memorisation began later and later
     assert "3,200: ≤ 10 · 6,400: ≤ 10" in held  # by the first measurement
+    assert "| 1.000 | 2.500 |" in held and "| — |" in fell  # C/P, C per non-embedding param
     table = html.split('id="models-table"')[1].split("</table>")[0]
     assert table.count("<tr>") == 3  # the header and two models
     assert "yes: at capacity" in table and "a learning limit" in table

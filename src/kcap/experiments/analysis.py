@@ -133,6 +133,7 @@ class Point:
     quant: int | None = None
     hparams: str = ""
     quantizer: str = ""  # how a quantized run was quantized: int4-gptq, int8-rtn-asym, ...
+    non_embedding: int | None = None  # parameters outside the embedding and head (if recorded)
 
     @property
     def R(self) -> float:
@@ -187,6 +188,8 @@ class ModelCapacity:
     why: str = ""
     #: the best bits stored at each N of the setting
     bits_by_n: dict[int, float] = field(default_factory=dict)
+    #: parameters outside the embedding and head, where the run recorded them
+    non_embedding: int | None = None
     #: when memorisation began (`Point.onset`) in that best run at each N
     onset_by_n: dict[int, tuple[float, bool] | None] = field(default_factory=dict)
 
@@ -534,6 +537,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                     f"{k}={t.get(k)}" for k in ("lr", "batch_size", "weight_decay") if k in t
                 ),
                 quantizer=_quantizer(quantize, model.get("preset", "")),
+                non_embedding=(rec.params or {}).get("non_embedding"),
             )
         )
     return out
@@ -660,6 +664,7 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
                 plateau=plateau,
                 datasets=len(pts),
                 why=why,
+                non_embedding=top.non_embedding,
                 bits_by_n={n: p.bits for n, p in at_n},
                 onset_by_n={n: p.onset for n, p in at_n},
             )

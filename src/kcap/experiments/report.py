@@ -330,6 +330,7 @@ _MODEL_HEAD = [
     "best bits by N",
     "memorisation began (exposures) by N",
     "C/P",
+    "C per non-embedding param",
     "capacity",
 ]
 
@@ -366,6 +367,7 @@ def _model_rows(laws: list[Law]) -> list[list[str]]:
                     by_n,
                     onsets,
                     f"{m.R:.3f}",
+                    f"{m.bits / m.non_embedding:.3f}" if m.non_embedding else "—",
                     ("**yes**: " if m.at_capacity else "no: ") + m.why,
                 ]
             )
@@ -548,7 +550,7 @@ def _write_html(
             h.append(
                 "<tr>"
                 + "".join(
-                    f'<td class="num">{_e(c)}</td>' if i in (4, 7) else f"<td>{_e(c)}</td>"
+                    f'<td class="num">{_e(c)}</td>' if i in (4, 7, 8) else f"<td>{_e(c)}</td>"
                     for i, c in enumerate(cells)
                 )
                 + f"<td>{_e(verdict.replace('**', ''))}</td></tr>"
@@ -619,17 +621,17 @@ def _write_html(
 
 
 _MODELS_NOTE = (
-    "Each model (one shape, one seed pair: dataset/training) on one data setting: the most bits "
-    "it stored at each N (the best over learning rates and the like), when memorisation began "
+    "Each model (one shape, one seed pair: dataset/training) on one data setting: the most bits"
+    " it stored at each N (the best over learning rates and the like), when memorisation began "
     "in that run (the exposures seen at the first in-training measurement holding 10% of the "
-    "most it held, '≤' where that was the first measurement; — without measurements, or when "
-    "it never held 1% of its data), its "
-    "capacity C (the most "
-    "at any N) over P, and whether C is a capacity. C counts as one when the model was shown "
-    "more than it stored and its bits held within 10% both ways from the second-largest N it "
-    "did not fully store to the largest. Bits that fall on larger data are a learning limit "
-    "(memorisation starting later on more people), bits still rising say nothing yet, and a "
-    "model that stored (nearly) all of every dataset was limited by the data."
+    "most it held, '≤' where that was the first measurement; — without measurements, or when it"
+    " never held 1% of its data), its capacity C (the most at any N) over P and over the "
+    "parameters outside the embedding and head (the embedding is up to half of P at lab scale),"
+    " and whether C is a capacity. C counts as one when the model was shown more than it stored"
+    " and its bits held within 10% both ways from the second-largest N it did not fully store "
+    "to the largest. Bits that fall on larger data are a learning limit (memorisation starting "
+    "later on more people), bits still rising say nothing yet, and a model that stored (nearly)"
+    " all of every dataset was limited by the data."
 )
 
 _METHOD = (
