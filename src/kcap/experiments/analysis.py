@@ -12,10 +12,10 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
 - **A model's capacity** C(m) is the most bits that model (one shape, one replicate = dataset
   seed and training seed) stored on the datasets of one *setting* (the dataset without its N:
   a bioD setting is one (K, C, D, L, T)). The model is *at capacity* on that setting when some
-  dataset held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits stopped rising with N
-  (``plateau``: among the datasets it did not fully store, the best run at the largest N added at
-  most 10% over the best run at the next largest N, and still held at least 90% of C(m): a
-  plateau is flat both ways). Models that stored (nearly) everything they were shown say nothing
+  dataset held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits stopped moving with N
+  (``plateau``: the best run at the largest N, a dataset it did not fully store, held within 10%
+  both ways of the most it stored at any smaller N: a plateau is flat, neither still rising nor
+  falling). Models that stored (nearly) everything they were shown say nothing
   about their capacity; a model seen at one N, whose bits still rise with N, or whose bits fall
   on larger data, may simply be under-trained: only a plateau across N shows a limit. Falling
   bits are the mark of a learning limit, not a capacity: a model that begins to memorise a
@@ -637,7 +637,7 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     out = []
     for (model, replicate, setting), pts in sorted(by_model.items()):
         top = max(pts, key=lambda p: p.bits)
-        plateau, why = _plateau(pts, top.bits, data_limited)
+        plateau, why = _plateau(pts, data_limited)
         # At capacity: it stored something, was shown more than it stored, and showing it more
         # did not move what it stored. Storing less than one dataset is no evidence: under-
         # trained models do that too (on this CPU a d=16 GPT2 stored 2% of bioS(100) after
@@ -672,27 +672,34 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     return out
 
 
-def _plateau(points: list[Point], most: float, data_limited: float) -> tuple[bool | None, str]:
-    """Whether one model's bits stopped moving with N on one setting, and why (or why not):
-    read on the datasets it did not fully store, the best run at the largest N against the best
-    at the next largest and against the most it stored anywhere (None: fewer than two such N)."""
-    best: dict[int, float] = {}
+def _plateau(points: list[Point], data_limited: float) -> tuple[bool | None, str]:
+    """Whether one model's bits stopped moving with N on one setting, and why (or why not).
+
+    Read on the best run at each N: the largest N, which the model must not have fully stored,
+    against the most the model stored at any smaller N. Within 10% of it both ways is a plateau;
+    more is bits still rising, less is bits falling on larger data (a learning limit). None:
+    one N only, or the largest dataset fully stored (nothing was shown beyond what it held)."""
+    best: dict[int, Point] = {}
     for p in points:
-        if p.fraction < data_limited:
-            best[p.n] = max(best.get(p.n, 0.0), p.bits)
-    if len(best) < 2:
-        where = "no N" if not best else f"one N ({next(iter(best)):,})"
-        return None, f"not fully stored at {where}: no plateau to read"
-    (n0, before), (n1, last) = sorted(best.items())[-2:]
-    span = f"N = {n0:,} to {n1:,}"
+        if p.n not in best or p.bits > best[p.n].bits:
+            best[p.n] = p
+    *smaller, (n1, top) = sorted(best.items())
+    if not smaller:
+        return None, f"seen at one N ({n1:,}): no plateau to read"
+    if top.fraction >= data_limited:
+        return None, f"stored {top.fraction:.0%} of its largest dataset: no plateau to read"
+    n0, prev = max(smaller, key=lambda item: item[1].bits)
+    before, last = prev.bits, top.bits
+    against = f"the most at a smaller N (N = {n0:,})"
     if last > before * PLATEAU:
-        return False, f"bits still rising: {last / before - 1:+.0%} from {span}"
-    if last < HOLD * most:
+        rise = "more than nothing" if before <= 0 else f"{last / before - 1:+.0%} over"
+        return False, f"bits still rising: N = {n1:,} held {rise} {against}"
+    if last < before * HOLD:
         return False, (
-            f"bits fell to {last / most:.0%} of the most it stored on N = {n1:,}: "
+            f"bits fell: N = {n1:,} held {last / before:.0%} of {against}: "
             "a learning limit, not a capacity"
         )
-    return True, f"at capacity: flat within {PLATEAU - 1:.0%} from {span}"
+    return True, f"at capacity: N = {n1:,} held within {PLATEAU - 1:.0%} of {against}"
 
 
 def _law(models: list[ModelCapacity]):
