@@ -747,6 +747,12 @@ CASES = [
         r"did you mean 'd_model'\?",
     ),
     Bad(
+        "only-unknown-key",
+        lambda e: ["sweep", e.grid(), "--dry-run", "--only", "training.lrr=1e-3"],
+        "--only",
+        r"'training\.lrr' is not a run config key",
+    ),
+    Bad(
         "set-demo",
         lambda e: ["demo", "--out", e.tmp / "demo", "--db", e.tmp / "k.db", "--set",
                    "training.exposure=1"],

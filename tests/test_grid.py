@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from kcap.errors import KcapError
-from kcap.experiments.grid import dataset_key, expand, load_grid, parse_grid
+from kcap.experiments.grid import dataset_key, expand, load_grid, parse_grid, select
 from kcap.training.config import config_hash
 
 BASE = {
@@ -180,3 +180,33 @@ def test_runs_sharing_a_dataset_spec_share_a_dataset_key():
         :3
     ]
     assert dataset_key(a.config) == dataset_key(b.config) != dataset_key(c.config)
+
+
+def test_only_selects_points_by_config_value_or_name_glob():
+    """`kcap sweep --only`: config keys (block `set` values included, numbers as numbers, lists
+    of values as alternatives), name/id globs, and several filters narrowing together."""
+    points = _points(
+        blocks=[
+            {"set": {"model.overrides.d_model": 16}, "product": {"dataset.n": [50, 100]}},
+            {"product": {"dataset.n": [50, 160], "training.lr": [1e-3, 3e-3]}},
+        ]
+    )
+    assert len(points) == 6
+
+    def picked(*filters):
+        return [
+            (p.config.model.overrides["d_model"], p.config.dataset.n)
+            for p in select(points, list(filters))
+        ]
+
+    assert picked("model.overrides.d_model=16") == [(16, 50), (16, 100)]
+    assert picked("dataset.n=160,100") == [(16, 100), (32, 160), (32, 160)]  # not 16 in "160"
+    assert len(select(points, ["training.lr=3e-3"])) == 2  # YAML reads 3e-3 as a string
+    assert picked("training.lr=0.003", "dataset.n=50") == [(32, 50)]
+    assert select(points, [points[3].run_id]) == [points[3]]
+    assert select(points, ["*-d16-*"]) == points[:2]
+    assert select(points, []) == points
+    with pytest.raises(KcapError, match=r"'training\.lrr' is not a run config key"):
+        select(points, ["training.lrr=1"])
+    with pytest.raises(KcapError, match=r"'dataset\.n=7' leaves no run of the grid"):
+        select(points, ["dataset.n=7"])

@@ -43,6 +43,12 @@ def sweep(
         None, "--ray", metavar="ADDRESS", help="Submit runs to a Ray cluster ('local': start one)."
     ),
     set_: list[str] = typer.Option([], "--set", help="Override a base config value: key.sub=v."),
+    only: list[str] = typer.Option(
+        [],
+        "--only",
+        help="Run only the points matching KEY=V1,V2 (a config key, e.g. dataset.n=1600,3200) "
+        "or a glob over run names and ids; repeat to narrow further.",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List the runs and their state in the store; run nothing."
     ),
@@ -55,7 +61,7 @@ def sweep(
     started again at will: finished runs are skipped, interrupted ones resume from their last
     checkpoint, failed ones are retried with --retry-failed.
     """
-    from kcap.experiments.grid import expand, load_grid
+    from kcap.experiments.grid import expand, load_grid, select
     from kcap.experiments.sweep import (
         SweepOptions,
         default_threads,
@@ -65,7 +71,7 @@ def sweep(
     )
 
     grid = load_grid(grid_file, set_)
-    points = expand(grid)
+    points = select(expand(grid), only)
     for skipped in grid.skipped:
         err.print(f"[yellow]skipping block {skipped}[/]")
     if dry_run:
@@ -118,6 +124,7 @@ def sweep(
         + ["--out", shlex.quote(str(out)), "--workers", str(workers)]
         + (["--pack", str(pack)] if pack > 1 else [])
         + [f"--set {shlex.quote(s)}" for s in set_]
+        + [f"--only {shlex.quote(s)}" for s in only]
     )
     try:
         summary = run_sweep(points, opts, name=grid.name)

@@ -43,6 +43,7 @@ not landed yet stay runnable the day they land.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import typing
 from dataclasses import dataclass, field
@@ -63,7 +64,16 @@ from kcap.training.config import (
     yaml_error,
 )
 
-__all__ = ["Grid", "GridPoint", "dataset_key", "expand", "load_grid", "parse_grid", "run_name"]
+__all__ = [
+    "Grid",
+    "GridPoint",
+    "dataset_key",
+    "expand",
+    "load_grid",
+    "parse_grid",
+    "run_name",
+    "select",
+]
 
 _TOP_KEYS = {"name", "description", "result", "scale", "needs", "base", "set", "product", "zip"}
 _TOP_KEYS |= {"blocks"}
@@ -310,6 +320,55 @@ def expand(grid: Grid) -> list[GridPoint]:
                 seen.add(run_id)
                 points.append(GridPoint(cfg, run_id, coords))
     return points
+
+
+def select(points: list[GridPoint], filters: list[str]) -> list[GridPoint]:
+    """The points matching every filter (``kcap sweep --only``), in grid order.
+
+    A filter is ``KEY=V1,V2,...`` (a dotted config key, e.g. ``dataset.n=1600,3200`` or
+    ``model.overrides.d_model=32``: the run's value is one of those, read as YAML) or a glob over
+    run names and ids (``*-d32+-*``). A filter that names no config key, or that leaves no point,
+    is an error naming it."""
+    out = list(points)
+    for f in filters:
+        key, eq, values = f.partition("=")
+        if eq:
+            tokens = [v.strip() for v in values.split(",")]
+            found = [_dotted(p.config.model_dump(), key.strip()) for p in out]
+            if all(v is _MISSING for v in found):
+                raise KcapError("--only", f"{key.strip()!r} is not a run config key")
+            out = [p for p, v in zip(out, found, strict=True) if _matches(v, tokens)]
+        else:
+            out = [p for p in out if fnmatch.fnmatch(p.name, f) or fnmatch.fnmatch(p.run_id, f)]
+        if not out:
+            raise KcapError("--only", f"{f!r} leaves no run of the grid")
+    return out
+
+
+_MISSING = object()
+
+
+def _matches(value: Any, tokens: list[str]) -> bool:
+    """Whether a config value equals one of ``--only``'s tokens (numbers compared as numbers)."""
+    for token in tokens:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                if float(token) == float(value):
+                    return True
+            except ValueError:
+                continue
+        elif value is not _MISSING and (yaml.safe_load(token) == value or str(value) == token):
+            return True
+    return False
+
+
+def _dotted(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 
 def _validate(raw: dict, coords: dict) -> RunConfig:
