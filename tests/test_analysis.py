@@ -41,8 +41,7 @@ def test_interval_over_seeds(tmp_path):
     assert law.interval[0] == min(law.per_replicate.values())
     assert law.interval[1] == max(law.per_replicate.values())
     assert pytest.approx(1.2, rel=0.05) == law.R
-    # every size, the largest too: it stored about R·P on N = 3,200 (95% of the data) and 6,400
-    assert law.interval_over == "range over 3 seeds, the same 4 models each"
+    assert law.interval_over == "range over 3 seeds, the same 3 models each"
 
 
 def test_an_estimate_is_judged_by_its_whole_interval():
@@ -90,7 +89,7 @@ def test_a_single_dataset_is_no_evidence_of_capacity(tmp_path):
         syn.record(store, n=3200, P=20_000, R=1.5)
     (law,) = analyse(load_points(tmp_path / "r.db"))
     assert law.R is None and law.n_at_capacity == 0 and law.peak_R == pytest.approx(1.5)
-    assert law.models[0].why == "seen at one N (3,200): no plateau to read"
+    assert law.models[0].why == "over-filled at one N only (3,200): no plateau to read"
 
 
 def test_onset_is_the_first_measurement_holding_a_tenth_of_the_runs_best(tmp_path):
@@ -152,10 +151,8 @@ def test_bits_still_rising_with_n_is_not_capacity(tmp_path):
     (law,) = analyse(load_points(tmp_path / "r.db"))
     (model,) = law.models
     assert model.plateau is False and not model.at_capacity and law.R is None
-    assert (
-        model.why
-        == "bits still rising: N = 3,200 held +100% over the most at a smaller N (N = 1,600)"
-    )
+    rising = "bits still rising: N = 3,200 held +100% over the most on a smaller over-filled N"
+    assert model.why == rising + " (N = 1,600)"
     assert law.peak_R == pytest.approx(0.8)
 
 
@@ -197,18 +194,18 @@ def test_a_late_onset_learner_is_not_at_capacity(tmp_path):
     assert law.peak_R == pytest.approx(bits[1] / 50_000)
 
 
-def test_a_dip_at_a_middle_n_does_not_hide_a_plateau(tmp_path):
-    """The largest N is read against the most stored at any smaller N, a dataset the model
-    stored (nearly) whole included: stored 93% of N = 800, less of 1,600, as much of 3,200 as of
-    800: it holds what it can, whatever the middle run did (measured: d 32 at 1000 exposures)."""
+def test_a_plateau_below_a_nearly_stored_smaller_dataset_is_a_capacity(tmp_path):
+    """Measured: d 32 at 1000 exposures stored 93% of N = 800 (54.8k bits), then 46.5k of both
+    N = 1,600 and 3,200. The plateau is read on the over-filled datasets (flat: a capacity);
+    C is the peak, as the paper's, so R is 54.8k / P."""
     with ResultsStore(tmp_path / "r.db") as store:
-        for n, R in ((800, 1.096), (1600, 0.93), (3200, 1.06)):  # 54.8k, 46.5k, 53.0k bits
+        for n, R in ((800, 1.096), (1600, 0.93), (3200, 0.93)):  # 54.8k, 46.5k, 46.5k bits
             syn.record(store, n=n, P=50_000, R=R, biod=(8, 1, 128, 1, 128))
     (law,) = analyse(load_points(tmp_path / "r.db"))
     (model,) = law.models
     assert model.at_capacity and model.bits == pytest.approx(54_800) and model.n_at_max == 800
-    assert (
-        model.why == "at capacity: N = 3,200 held within 10% of the most at a smaller N (N = 800)"
+    assert model.why == (
+        "at capacity: N = 3,200 held within 10% of the most on a smaller over-filled N (N = 1,600)"
     )
     assert pytest.approx(1.096) == law.R
 
@@ -224,11 +221,10 @@ def test_a_model_at_capacity_that_dips_within_the_noise_keeps_its_plateau(tmp_pa
     (law,) = analyse(load_points(tmp_path / "r.db"))
     held, fell = sorted(law.models, key=lambda m: m.P)
     assert held.at_capacity and held.bits == pytest.approx(1.06 * 50_000)
-    assert (
-        held.why == "at capacity: N = 3,200 held within 10% of the most at a smaller N (N = 1,600)"
-    )
+    flat = "at capacity: N = 3,200 held within 10% of the most on a smaller over-filled N"
+    assert held.why == flat + " (N = 1,600)"
     assert fell.plateau is False and not fell.at_capacity
     assert fell.why.startswith(
-        "bits fell: N = 3,200 held 89% of the most at a smaller N (N = 1,600)"
+        "bits fell: N = 3,200 held 89% of the most on a smaller over-filled N (N = 1,600)"
     )
     assert pytest.approx(1.06) == law.R

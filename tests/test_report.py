@@ -100,7 +100,7 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
     assert len(rows) == 2
     held, fell = sorted(rows, key=lambda r: "20,000" not in r)
     assert "3,200: 20.0k · 6,400: 19.6k" in held
-    assert "**yes**: at capacity: N = 6,400 held within 10% of the most at a smaller N" in held
+    assert "**yes**: at capacity: N = 6,400 held within 10% of the most on a smaller" in held
     assert "no: bits fell: N = 6,400 held" in fell and "learning limit" in fell
     assert "1,600: 70 · 3,200: 80 · 6,400: 100" in fell  # memorisation began later and later
     assert "3,200: ≤ 10 · 6,400: ≤ 10" in held  # by the first measurement
