@@ -110,6 +110,18 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
     assert "yes: at capacity" in table and "a learning limit" in table
 
 
+def test_the_header_counts_interrupted_runs_apart_from_failed_ones(tmp_path):
+    """A run stopped by SIGTERM resumes from its checkpoint: the header says interrupted."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        syn.record(store, n=800, P=50_000, R=1.0)
+        for run_id, error in (("a", "interrupted: SIGTERM"), ("b", "ValueError: boom")):
+            store.start_run(run_id, name=run_id, config={}, manifest=None, run_dir=None)
+            store.fail_run(run_id, error)
+    write_report(tmp_path / "r.db", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "`: 1 failed, 1 finished, 1 interrupted. Generated" in md
+
+
 def test_empty_store_reports_not_yet_measured(tmp_path):
     with ResultsStore(tmp_path / "r.db"):
         pass

@@ -477,7 +477,7 @@ def _status_counts(db: str | Path) -> dict[str, int]:
     with ResultsStore(db) as store:
         counts: dict[str, int] = defaultdict(int)
         for rec in store.list_runs():
-            counts[rec.status] += 1
+            counts[rec.state] += 1  # an interrupted run is not a failed one
     return dict(counts)
 
 

@@ -110,6 +110,10 @@ def _loads(text: str | None) -> dict | None:
     return json.loads(text)
 
 
+#: The error prefix of a run stopped by a signal or a lost worker: it resumes from its checkpoint.
+INTERRUPTED = "interrupted"
+
+
 @dataclass
 class RunRecord:
     """One row of the ``runs`` table with its JSON columns decoded.
@@ -133,6 +137,14 @@ class RunRecord:
     created_at: float
     updated_at: float
     claim_token: str | None = None
+
+    @property
+    def state(self) -> str:
+        """The status, with a run stopped by a signal or a lost worker (``failed`` with an
+        ``interrupted`` error: it resumes from its checkpoint) told apart as ``interrupted``."""
+        if self.status == "failed" and (self.error or "").startswith(INTERRUPTED):
+            return INTERRUPTED
+        return self.status
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | tuple) -> RunRecord:

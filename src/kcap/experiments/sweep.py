@@ -59,7 +59,7 @@ from typing import Any
 
 from kcap.errors import KcapError
 from kcap.experiments.grid import GridPoint, dataset_key
-from kcap.experiments.store import LostClaim, ResultsStore, RunRecord
+from kcap.experiments.store import INTERRUPTED, LostClaim, ResultsStore, RunRecord
 from kcap.training import interrupt, runlock
 
 __all__ = [
@@ -75,7 +75,6 @@ __all__ = [
     "run_sweep",
 ]
 
-INTERRUPTED = "interrupted"
 _MESSAGE_EVERY_S = 0.5
 CLAIM_GRACE_S = 30.0  # a worker takes the run lock within this long of the driver's claim
 STALE_AFTER_S = 300.0
@@ -140,9 +139,7 @@ def point_states(points: list[GridPoint], store: ResultsStore) -> dict[str, str]
 
 def run_state(rec: RunRecord) -> str:
     """A row's state: its status, with "interrupted" told apart from other failures."""
-    if rec.status == "failed" and (rec.error or "").startswith(INTERRUPTED):
-        return "interrupted"
-    return rec.status
+    return rec.state
 
 
 def run_is_alive(
