@@ -210,6 +210,21 @@ def test_a_plateau_below_a_nearly_stored_smaller_dataset_is_a_capacity(tmp_path)
     assert pytest.approx(1.096) == law.R
 
 
+def test_a_flat_floor_far_below_a_nearly_stored_dataset_is_a_collapse(tmp_path):
+    """Stored 95% of N = 100, then nothing (or a sliver) of N = 200 and 400: flat, but a
+    collapse of learning on larger data, not a capacity of a few hundred bits."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n, R in ((100, 2.5), (200, 0.0), (400, 0.0)):  # N = 100: 97% stored
+            syn.record(store, n=n, P=3_000, R=R, biod=(8, 1, 128, 1, 128))
+        for n, R in ((100, 2.5), (200, 0.2), (400, 0.21)):
+            syn.record(store, n=n, P=3_100, R=R, biod=(8, 1, 128, 1, 128))
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    assert law.n_at_capacity == 0 and law.R is None
+    for model in law.models:
+        assert model.plateau is False and model.why.startswith("bits collapsed: ")
+        assert model.why.endswith("of N = 100: a learning limit, not a capacity")
+
+
 def test_a_model_at_capacity_that_dips_within_the_noise_keeps_its_plateau(tmp_path):
     """Seed noise of a few percent must not turn a capacity into a learning limit: a model whose
     bits sit within 10% of its best across N is at capacity, with its best as C(m)."""

@@ -15,7 +15,8 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
   dataset held more than C(m)/(1 - δ) bits (δ = 0.1) and its bits stopped moving with N
   (``plateau``: among the datasets it was over-filled with, i.e. stored less than 90% of, the
   best run at the largest N held within 10% both ways of the most it stored on a smaller one: a
-  plateau is flat, neither still rising nor falling). C(m) is the peak, as the paper's: a model
+  plateau is flat, neither still rising nor falling, and holds at least half of C(m), else it is
+  a collapse of learning on larger data). C(m) is the peak, as the paper's: a model
   may store more of a dataset about its size (nearly all of it) than of the larger ones on its
   plateau (measured: d 32 at 1000 exposures held 54.8k bits of N = 800, 93% of it, and 46.5k of
   both N = 1,600 and 3,200). Models that stored (nearly) everything they were shown say nothing
@@ -78,6 +79,11 @@ PLATEAU = 1.1  # bits that grow by at most 10% when N grows have stopped rising 
 #: of bioD(3,200) and 10.3k of bioD(6,400), its memorisation beginning at exposure 39 and 62).
 #: Models at capacity hold their bits: the band is PLATEAU's, seen from below.
 HOLD = 0.9
+#: A flat plateau far below what the model stored of a smaller dataset (one it held nearly whole)
+#: is learning that collapsed on larger data, not a capacity: it must hold at least this share of
+#: the model's most (a d=32 GPT2 at 1000 exposures held 54.8k bits of 93%-stored bioD(800) and a
+#: flat 46.5k of bioD(1,600) and (3,200): 85%, a capacity).
+COLLAPSE = 0.5
 #: Memorisation "begins" at the first in-training measurement holding this share of the most the
 #: run ever held (`Point.onset`).
 ONSET = 0.1
@@ -640,7 +646,7 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     out = []
     for (model, replicate, setting), pts in sorted(by_model.items()):
         top = max(pts, key=lambda p: p.bits)
-        plateau, why = _plateau(pts, data_limited)
+        plateau, why = _plateau(pts, top, data_limited)
         # At capacity: it stored something, was shown more than it stored, and showing it more
         # did not move what it stored. Storing less than one dataset is no evidence: under-
         # trained models do that too (on this CPU a d=16 GPT2 stored 2% of bioS(100) after
@@ -675,14 +681,15 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
     return out
 
 
-def _plateau(points: list[Point], data_limited: float) -> tuple[bool | None, str]:
+def _plateau(points: list[Point], most: Point, data_limited: float) -> tuple[bool | None, str]:
     """Whether one model's bits stopped moving with N on one setting, and why (or why not).
 
     Read on the datasets the model was over-filled with (it stored less than ``data_limited``
     of them; one best run per N): the largest against the most stored on any smaller one.
-    Within 10% of it both ways is a plateau; more is bits still rising, less is bits falling on
-    larger data (a learning limit, or a collapse to nothing). None: fewer than two such N."""
-    over = sorted((p.n, p) for p in points if p.fraction < data_limited)
+    Within 10% of it both ways is a plateau, unless it lies below ``COLLAPSE`` of the model's
+    ``most`` (a collapse); more is bits still rising, less is bits falling on larger data (a
+    learning limit). None: fewer than two such N."""
+    over = sorted(((p.n, p) for p in points if p.fraction < data_limited), key=lambda i: i[0])
     if len(over) < 2:
         where = "no N" if not over else f"one N only ({over[0][0]:,})"
         return None, f"over-filled at {where}: no plateau to read"
@@ -697,6 +704,11 @@ def _plateau(points: list[Point], data_limited: float) -> tuple[bool | None, str
         return False, (
             f"bits fell: N = {n1:,} held {last / before:.0%} of {against}: "
             "a learning limit, not a capacity"
+        )
+    if last < COLLAPSE * most.bits:
+        return False, (
+            f"bits collapsed: the over-filled N hold {last / most.bits:.0%} of what it stored of "
+            f"N = {most.n:,}: a learning limit, not a capacity"
         )
     return True, f"at capacity: N = {n1:,} held within {PLATEAU - 1:.0%} of {against}"
 
