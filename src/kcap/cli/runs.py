@@ -22,7 +22,6 @@ from kcap.atomic import require_writable, write_text_atomic
 from kcap.errors import KcapError, require
 from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
-from kcap.experiments.sweep import run_state
 from kcap.models.quantize import quant_label_of
 
 __all__ = ["runs"]
@@ -99,7 +98,7 @@ def _bits_total(metrics: dict) -> Any:
 
 def _row(rec: RunRecord) -> list[str]:
     m, p, t = rec.metrics, rec.params, rec.timings
-    state = run_state(rec)
+    state = rec.state
     style = _STATUS_STYLE.get(state, "")
     return [
         escape(rec.run_id),
@@ -248,4 +247,4 @@ def runs(
     console.print(table)
     for rec in records:  # why each run that did not finish stopped
         if rec.status == "failed":
-            console.print(f"{escape(rec.run_id)} {run_state(rec)}: {escape(rec.error or '?')}")
+            console.print(f"{escape(rec.run_id)} {rec.state}: {escape(rec.error or '?')}")

@@ -639,7 +639,9 @@ def fit_group(points: list[Point], *, data_limited: float = DATA_LIMITED) -> Law
 
 
 def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]:
-    """Each model's capacity on each dataset setting it was trained on (module docstring)."""
+    """Each model's capacity on each dataset setting it was trained on (module docstring).
+
+    ``points`` hold one run per model, replicate and dataset (`best_of`), so one per N here."""
     by_model: dict[tuple, list[Point]] = defaultdict(list)
     for p in points:
         by_model[(p.model, p.replicate, p.setting)].append(p)
@@ -656,11 +658,7 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
             why = "stored nothing"
         elif not shown_more:
             why = f"stored >= {data_limited:.0%} of every dataset: limited by the data"
-        best_at_n: dict[int, Point] = {}
-        for p in pts:
-            if p.n not in best_at_n or p.bits > best_at_n[p.n].bits:
-                best_at_n[p.n] = p
-        at_n = sorted(best_at_n.items())
+        by_n = sorted(pts, key=lambda p: p.n)  # one point per N: `best_of` kept the best run
         out.append(
             ModelCapacity(
                 model=model,
@@ -674,8 +672,8 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
                 datasets=len(pts),
                 why=why,
                 non_embedding=top.non_embedding,
-                bits_by_n={n: p.bits for n, p in at_n},
-                onset_by_n={n: p.onset for n, p in at_n},
+                bits_by_n={p.n: p.bits for p in by_n},
+                onset_by_n={p.n: p.onset for p in by_n},
             )
         )
     return out

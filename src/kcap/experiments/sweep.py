@@ -71,7 +71,6 @@ __all__ = [
     "execute_point",
     "point_states",
     "run_is_alive",
-    "run_state",
     "run_sweep",
 ]
 
@@ -133,13 +132,8 @@ def point_states(points: list[GridPoint], store: ResultsStore) -> dict[str, str]
     states = {}
     for p in points:
         rec = store.get(p.run_id)
-        states[p.run_id] = "new" if rec is None else run_state(rec)
+        states[p.run_id] = "new" if rec is None else rec.state
     return states
-
-
-def run_state(rec: RunRecord) -> str:
-    """A row's state: its status, with "interrupted" told apart from other failures."""
-    return rec.state
 
 
 def run_is_alive(
@@ -165,7 +159,7 @@ def _try_claim(store: ResultsStore, point: GridPoint, run_dir: Path, opts: Sweep
     rec = store.get(point.run_id)
     mode = "resume"
     if rec is not None:
-        state = run_state(rec)
+        state = rec.state
         if state == "finished":
             return None, None, "finished"
         if state == "running":
