@@ -237,6 +237,21 @@ def test_one_model_has_no_interval_and_the_report_shows_a_dash(tmp_path):
     assert "R 1.00 [—] (one model, one seed), 1 of 1 models at capacity" in md
 
 
+def test_a_ratio_that_grows_with_P_is_shown_as_such(tmp_path):
+    """Two models at capacity, 20k parameters at R 0.5 and 40k at R 1.0: their capacities grow
+    as P^2, and result 1's figure says so beside the median R (0.75), which is no constant."""
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for P, R in ((20_000, 0.5), (40_000, 1.0)):
+            for n in (3200, 6400):
+                syn.record(store, n=n, P=P, R=R)
+    (law,) = analyse(load_points(db))
+    assert law.n_at_capacity == 2 and pytest.approx(2.0) == law.slope
+    figure = _findings(db)[1].measured
+    assert "R 0.75 [0.50, 1.00]" in figure
+    assert "their capacities grow as P^2.00 (a constant R: P^1)" in figure
+
+
 def test_bootstrap_says_it_is_over_models_not_seeds(tmp_path):
     db = tmp_path / "r.db"
     with ResultsStore(db) as store:

@@ -204,9 +204,15 @@ def _cap(law: Law) -> tuple[Estimate, str]:
 
 
 def _r_text(law: Law) -> str:
+    """The law's R and how many models it stands on; with models of two or more sizes, how their
+    capacities grow with P (a constant R grows as P^1: anything else makes R a summary of a
+    ratio that changes with P, not a law)."""
     if law.R is None:
         return f"peak R {law.peak_estimate().text()}, no model reached capacity"
-    return f"R {law.estimate.text()}, {law.n_at_capacity} of {len(law.models)} models at capacity"
+    text = f"R {law.estimate.text()}, {law.n_at_capacity} of {len(law.models)} models at capacity"
+    if law.slope is not None:
+        text += f"; their capacities grow as P^{law.slope:.2f} (a constant R: P^1)"
+    return text
 
 
 def _scale(*laws: Law | None) -> str:
