@@ -222,3 +222,27 @@ def test_moe_runs_on_bioD_stand_in_for_bioS(tmp_path):
     assert "stand-in for bioS" in finding.scale
     # 3x below dense at 100 exposures, on two seeds: a main check fails, whatever else is missing
     assert "dense/MoE = 3.00" in finding.measured and finding.verdict == "not reproduced"
+
+
+def test_architecture_bars_are_the_mean_of_each_seeds_peak_with_their_range(tmp_path):
+    """No model at capacity (bits double from N = 400 to 800): GPT2's three seeds peak at
+    R 0.2, 0.3 and 0.4, so its bar is 0.3 with the range [0.2, 0.4], not the best seed's 0.4;
+    LLaMA's one seed (0.25) has no range. Both read over the N both ran at."""
+    from kcap.experiments.analysis import analyse, load_points
+    from kcap.experiments.report import architecture_bars
+
+    probe, d32 = (8, 1, 128, 1, 128), {"d_model": 32, "n_head": 2}
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for seed, r in enumerate((0.2, 0.3, 0.4)):
+            for n, share in ((400, 0.5), (800, 1.0)):
+                kw = {"n": n, "P": 50_000, "exposures": 100, "biod": probe, "seed": seed}
+                syn.record(store, R=r * share, preset="gpt2-2-2", overrides=d32, **kw)
+        for n, share in ((400, 0.5), (800, 1.0)):
+            kw = {"n": n, "P": 75_000, "exposures": 100, "biod": probe, "overrides": d32}
+            syn.record(store, R=0.25 * share, preset="llama-2-2", **kw)
+    bars, common = architecture_bars(analyse(load_points(db)), 100)
+    assert common == {400, 800}
+    by_arch = {label.split("\n")[0]: rest for label, *rest in bars}
+    assert by_arch["gpt2"] == pytest.approx([0.3, 0.2, 0.4, False])
+    assert by_arch["llama"] == pytest.approx([0.25, 0.25, 0.25, False])

@@ -350,10 +350,6 @@ class Law:
         raw = f"{self.family}-e{self.exposures}-{self.arch}{q}"
         return "".join(c if c.isalnum() or c in "-_" else "-" for c in raw).lower()
 
-    def peak_over(self, ns: set[int]) -> float:
-        """The largest bits/P of the runs at these N (peaks compare fairly only over one set)."""
-        return max(self.peak_per_n[n] for n in ns)
-
     def peak_estimate(self, ns: set[int] | None = None) -> Estimate:
         """Peak bits/P over the runs at these N (every N by default), with its interval."""
         return peak_of([p for p in self.points if ns is None or p.n in ns])

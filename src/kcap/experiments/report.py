@@ -107,26 +107,36 @@ def _capacity_figure(out: Path, law: Law) -> Figure:
     return Figure(slug, f"Capacity: {law.label}", caption)
 
 
-def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
-    slug = f"architectures-e{exposures}"
+def architecture_bars(laws: list[Law], exposures: int) -> tuple[list, set[int]]:
+    """The bars of the architectures figure: (label, value, low, high, fitted) per group at
+    ``exposures``, and the N their peaks are read over. A fitted R comes with its interval; a
+    group with no model at capacity shows its peak R over the N every group ran at (peaks
+    compare fairly only over the same N: bits may still rise with N), with several seeds the
+    mean of each seed's peak and their range."""
     fams = [law for law in laws if law.exposures == exposures and law.quant is None]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(fams) + 2), 3.8))
-    # peaks compare fairly only over the same N (bits may still rise with N)
     common = set.intersection(*(set(law.peak_per_n) for law in fams)) if fams else set()
-    labels, values, lows, highs, hatches = [], [], [], [], []
+    bars = []
     for law in fams:
-        labels.append(f"{law.arch}\n{law.family}")
+        label = f"{law.arch}\n{law.family}"
         if law.R is not None:
             lo, hi = law.interval or (law.R, law.R)
-            values.append(law.R)
-            lows.append(law.R - lo)
-            highs.append(hi - law.R)
-            hatches.append("")
+            bars.append((label, law.R, lo, hi, True))
         else:
-            values.append(law.peak_over(common) if common else law.peak_R)
-            lows.append(0)
-            highs.append(0)
-            hatches.append("//")
+            est = law.peak_estimate(common or None)
+            lo, hi = est.interval or (est.value, est.value)
+            bars.append((label, est.value, lo, hi, False))
+    return bars, common
+
+
+def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
+    slug = f"architectures-e{exposures}"
+    found, common = architecture_bars(laws, exposures)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(found) + 2), 3.8))
+    labels = [b[0] for b in found]
+    values = [b[1] for b in found]
+    lows = [b[1] - b[2] for b in found]
+    highs = [b[3] - b[1] for b in found]
+    hatches = ["" if b[4] else "//" for b in found]
     bars = ax.bar(
         range(len(values)), values, yerr=[lows, highs], capsize=3, color="tab:blue", alpha=0.8
     )
@@ -144,7 +154,8 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
         slug,
         f"Architectures, {exposures} exposures",
         f"Fitted R with its interval (the laws table says what each is over); hatched bars are "
-        f"peak R{over} where no model reached capacity. Dashed: 2 bits/param; dash-dot: 1.",
+        f"peak R{over} where no model reached capacity (with several seeds: the mean of each "
+        f"seed's peak, the bar their range). Dashed: 2 bits/param; dash-dot: 1.",
     )
 
 
