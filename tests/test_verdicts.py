@@ -211,6 +211,30 @@ def test_seed_interval_pairs_replicates_on_the_same_models(tmp_path):
     assert law.interval_over == "range over 2 seeds, the same 1 model each"
 
 
+def test_a_model_is_at_capacity_only_where_every_seed_says_so(tmp_path):
+    """The 20k model reads flat in seed 0 only (seeds 1 and 2 still rise by 50%, as seed noise
+    does on a learning curve): it is not counted, and its seed-0 row says why. The 40k model is
+    flat in all three seeds (R 1.0, 1.1, 1.2), so the law stands on it alone, over seeds."""
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for seed in (0, 1, 2):
+            growth = 1.0 if seed == 0 else 1.5
+            syn.record(store, n=3200, P=20_000, R=0.6, seed=seed)
+            syn.record(store, n=6400, P=20_000, R=0.6 * growth, seed=seed)
+            for n in (3200, 6400):
+                syn.record(store, n=n, P=40_000, R=1.0 + 0.1 * seed, seed=seed)
+    (law,) = analyse(load_points(db))
+    small = [m for m in law.models if m.P == 20_000]
+    assert [m.at_capacity for m in small] == [False, False, False]
+    flat = next(m for m in small if m.replicate == (0, 0))
+    assert flat.plateau is True
+    assert flat.why.endswith(
+        "but not in every seed (not at capacity in seed 0/1, 0/2): not counted"
+    )
+    assert law.n_at_capacity == 3 and law.interval_kind == "seeds"
+    assert law.per_replicate == pytest.approx({"0/0": 1.0, "0/1": 1.1, "0/2": 1.2})
+
+
 def test_peak_interval_pairs_replicates_on_the_same_runs(tmp_path):
     db = tmp_path / "r.db"
     with ResultsStore(db) as store:

@@ -27,7 +27,9 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
   datasets although nothing bounds what it could hold (measured at lab scale, configs/README.md
   step 5; ``tests/synthetic_runs.late_onset`` is that learner). A flat plateau is the paper's
   capacity *at that exposure count* whatever limits it: at 100 exposures models hold about half
-  of what 1000 give them, and bits flat across N are what the paper reads as R.
+  of what 1000 give them, and bits flat across N are what the paper reads as R. A shape run
+  with several seeds is at capacity only where every seed that ran it is (`_every_seed`): seed
+  noise on a learning curve can make one seed's bits read flat.
 - **The law** is bits = R·P, with R the *median* of C(m)/P(m) over the models at capacity: the
   robust plateau of bits/P (an under-trained or oddly shaped model moves a median little, and
   the paper's claim is that the ratio is constant). ``slope`` is the least-squares exponent b of
@@ -672,7 +674,29 @@ def _capacities(points: list[Point], data_limited: float) -> list[ModelCapacity]
                 onset_by_n={p.n: p.onset for p in by_n},
             )
         )
-    return out
+    return _every_seed(out)
+
+
+def _every_seed(models: list[ModelCapacity]) -> list[ModelCapacity]:
+    """A model run with several seeds is at capacity only where every seed that ran it is.
+
+    One seed's flat bits can be noise on a learning curve: at 100 exposures on the lab's probe,
+    three seeds of one d-32 model stored 9.2k-13.7k bits of N = 400 and 12.7k-15.8k of N = 800,
+    and only the seed that happened to store most of N = 400 read flat. The others' rows say
+    why they are not at capacity; the flat one says it was outvoted."""
+    by_model: dict[tuple, list[ModelCapacity]] = defaultdict(list)
+    for m in models:
+        by_model[(m.model, m.setting)].append(m)
+    for group in by_model.values():
+        not_at = [_rep_key(m.replicate) for m in group if not m.at_capacity]
+        if not not_at or len(not_at) == len(group):
+            continue
+        seeds = ", ".join(not_at)
+        for m in group:
+            if m.at_capacity:
+                m.at_capacity = False
+                m.why += f"; but not in every seed (not at capacity in seed {seeds}): not counted"
+    return models
 
 
 def _plateau(points: list[Point], most: Point, data_limited: float) -> tuple[bool | None, str]:
