@@ -208,7 +208,12 @@ def _r_text(law: Law) -> str:
     capacities grow with P (a constant R grows as P^1: anything else makes R a summary of a
     ratio that changes with P, not a law)."""
     if law.R is None:
-        return f"peak R {law.peak_estimate().text()}, no model reached capacity"
+        est = law.peak_estimate()
+        text = f"peak R {est.text()}, no model reached capacity"
+        if law.peak_R > max(est.interval or (est.value,)) * (1 + 1e-9):
+            # seeds ran different models: the estimate pairs the runs every seed made
+            text += f"; the highest run, of fewer seeds: R {number_text(law.peak_R)}"
+        return text
     text = f"R {law.estimate.text()}, {law.n_at_capacity} of {len(law.models)} models at capacity"
     if law.slope is not None:
         text += f"; their capacities grow as P^{law.slope:.2f} (a constant R: P^1)"
