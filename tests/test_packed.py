@@ -395,3 +395,15 @@ def test_a_member_that_leaves_its_pack_is_recorded_at_once(tmp_path):
         after = {r.run_id: r for r in store.list_runs()}
     assert after[short.run_id].status == "finished"  # the stop leaves the finished row alone
     assert after[by_exposures[1].run_id].error.startswith("interrupted")
+
+
+def test_sweep_with_pack_trains_a_model_that_never_packs_alone(tmp_path):
+    """`kcap sweep --pack 3` over a mixture of experts (`pack_key` None): each run trains on
+    the plain path, as without --pack, instead of failing in a pack of one."""
+    grid = tiny_grid(tmp_path / "grid.yaml", exposures=2)
+    spec = json.loads(grid.read_text())
+    spec["base"]["model"] = {"preset": "gpt2-1-1-moe4", "overrides": {"d_model": 16}}
+    grid.write_text(json.dumps(spec))
+    runs, output = _sweep(tmp_path, "moe", "--pack", "3", grid=grid)
+    assert len(runs) == 2 and "2 finished" in output, output
+    assert all(r.status == "finished" and "packed_with" not in r.timings for r in runs.values())

@@ -136,6 +136,13 @@ def point_states(points: list[GridPoint], store: ResultsStore) -> dict[str, str]
     return states
 
 
+def _packable(point: GridPoint) -> bool:
+    """Whether ``point`` may train in a pack (`pack_key`); a mixture of experts never does."""
+    from kcap.training.packed import pack_key  # torch: not needed before the first run
+
+    return pack_key(point.config) is not None
+
+
 def run_is_alive(
     rec: RunRecord, stale_after: float = STALE_AFTER_S, claim_grace: float = CLAIM_GRACE_S
 ) -> bool:
@@ -649,9 +656,9 @@ class _Driver:
             return
         if self.backend is None:
             self.backend = _make_backend(self.opts, self.threads)
-        if len(claimed) == 1 and self.opts.pack <= 1:
+        if len(claimed) == 1 and (self.opts.pack <= 1 or not _packable(claimed[0][0])):
             handle = self.backend.submit(self.execute, tasks[0])
-        else:  # a pack, even of one point left over: the same code path for every --pack run
+        else:  # a pack, even of one point left over: the same code path for every packable run
             job = {"members": tasks, "threads": self.threads}
             handle = self.backend.submit(execute_pack, job)
         self.active[handle] = claimed
