@@ -190,6 +190,38 @@ def test_junk_at_one_exposure_count_leaves_result_10_inconclusive(tmp_path):
     assert f.verdict == "inconclusive"
 
 
+def test_the_llama_to_gpt2_steps_after_the_mlp_are_judged_against_the_step_before(tmp_path):
+    """Result 7 on two seeds: LLaMA 1.4x below GPT2, the standard-MLP step level with GPT2 (the
+    main checks hold), then SiLU -> GELU gains 25% and LN bias nothing. "GELU changes nothing"
+    is read on that step alone and fails (a gain is an effect too; against GPT2 alone it would
+    have passed as "not worse"), a secondary check: the verdict is "partly"."""
+    silu = {"tied": True, "mlp_gated": False, "mlp_ratio": 4}
+    gelu = {**silu, "activation": "gelu"}
+    variants = [
+        ("gpt2-2-2", {}, 0.3),
+        ("llama-2-2", {}, 0.3 / 1.4),
+        ("llama-2-2", silu, 0.3),
+        ("llama-2-2", gelu, 0.3 * 1.25),
+        ("llama-2-2", {**gelu, "norm": "layernorm", "norm_bias": True}, 0.3 * 1.25),
+    ]
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for seed in (0, 1):
+            for preset, overrides, r in variants:
+                for n, share in ((400, 0.5), (800, 1.0)):  # still rising: peaks, no law
+                    kw = {"biod": PROBE, "seed": seed, "exposures": 100, "preset": preset}
+                    kw["overrides"] = {"d_model": 32, "n_head": 2, **overrides}
+                    syn.record(store, n=n, P=50_000, R=r * share, **kw)
+    f = _findings(db)[7]
+    assert "✓ llama-tied-standard-mlp: a standard MLP recovers GPT2's ratio" in f.detail
+    step = "llama-tied-standard-mlp/llama-tied-standard-mlp-gelu peak at N = 400, 800 ratio 0.80"
+    assert f"✗ llama-tied-standard-mlp-gelu: GELU instead of SiLU changes nothing ({step}" in (
+        f.detail
+    )
+    assert "✓ llama-tied-standard-mlp-gelu-layernorm-bias: LN bias changes nothing" in f.detail
+    assert f.verdict == "partly"
+
+
 # ------------------------------------------------------------------------------ 5. intervals
 
 
