@@ -144,7 +144,8 @@ def _architecture_figure(out: Path, laws: list[Law], exposures: int) -> Figure:
         bar.set_hatch(hatch)
     ax.axhline(2, color="k", ls="--", lw=1)
     ax.axhline(1, color="k", ls="-.", lw=1, alpha=0.6)
-    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    tilt = {"rotation": 25, "ha": "right"} if len(values) > 5 else {}  # long variant names
+    ax.set_xticks(range(len(values)), labels, fontsize=7, **tilt)
     ax.set(ylabel="bits / parameter", title=f"Capacity by architecture, {exposures} exposures")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
