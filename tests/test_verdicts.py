@@ -222,6 +222,25 @@ def test_the_llama_to_gpt2_steps_after_the_mlp_are_judged_against_the_step_befor
     assert f.verdict == "partly"
 
 
+def test_laws_on_different_models_are_not_compared_as_laws(tmp_path):
+    """Float: the 20k and 40k models at capacity (R 0.5, 1.0: law 0.75). int8 changes nothing,
+    but its 40k model was measured at one over-filled N only, so its law stands on the 20k model
+    alone (0.5): laws over different models would read 1.50, int8's "loss". Peaks at the N both
+    ran read 1.00."""
+    db = tmp_path / "r.db"
+    q8 = {"quantize": {"bits": 8, **INT}}
+    with ResultsStore(db) as store:
+        for seed in (0, 1):
+            for P, R in ((20_000, 0.5), (40_000, 1.0)):
+                for n in (3200, 6400):
+                    syn.record(store, n=n, P=P, R=R, seed=seed, biod=PROBE)
+                    if P == 20_000 or n == 3200:
+                        syn.record(store, n=n, P=P, R=R, seed=seed, biod=PROBE, **q8)
+    f = _findings(db)[8]
+    assert "law ratio 1.50" not in f.detail
+    assert "fp/int8 peak at N = 3,200, 6,400 ratio 1.00 [1.00, 1.00]" in f.detail
+
+
 # ------------------------------------------------------------------------------ 5. intervals
 
 

@@ -166,12 +166,13 @@ class _Ratio:
 
 
 def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
-    """a's capacity over b's: both fitted laws when both have one, else both peaks over the N
-    that both were run at and where neither stored ≥ 90% of the data (module docstring).
+    """a's capacity over b's: both fitted laws when both have one (`_same_footing`), else both
+    peaks over the N that both were run at and where neither stored ≥ 90% of the data (module
+    docstring).
     ``missing``: what to say when a group has no runs."""
     if a is None or b is None:
         return _Ratio(None, why=missing)
-    if a.R is not None and b.R is not None:
+    if a.R is not None and b.R is not None and _same_footing(a, b):
         kind, est = "law", ratio_of(a.estimate, b.estimate)
     else:
         shared = set(a.peak_per_n) & set(b.peak_per_n)
@@ -186,6 +187,21 @@ def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
     if est is None:
         return _Ratio(None, kind, "neither stored any bits")
     return _Ratio(est, kind)
+
+
+def _same_footing(a: Law, b: Law) -> bool:
+    """Whether two laws compare as laws. Groups of the same shapes (float and quantized runs of
+    one model) must stand on the same models: a median over other models is another population,
+    not an effect (an int8 law on the d-24 model alone against a float law on d 24 and d 32
+    would read the two models' difference as int8's). Groups of different shapes
+    (architectures) have no models in common to pair, and compare as before."""
+
+    def shapes(law: Law, at_capacity: bool) -> set[tuple]:
+        return {(m.model, m.setting) for m in law.models if m.at_capacity or not at_capacity}
+
+    if not shapes(a, False) & shapes(b, False):
+        return True
+    return shapes(a, True) == shapes(b, True)
 
 
 def _ratio_check(c: _Checks, text: str, r: _Ratio, low, high, name: str, *, main=True):
