@@ -21,7 +21,7 @@ def seed_table(
     rows: list[dict], exposures: int, d_model: int | None = None, family: str | None = None
 ) -> str:
     """The Markdown table (module docstring) of ``rows`` (dicts of `kcap runs --csv`)."""
-    cells: dict[tuple[str, int], list[tuple[float, int]]] = defaultdict(list)
+    cells: dict[tuple[str, int], list[float]] = defaultdict(list)  # R of each seed
     params: dict[str, list[int]] = defaultdict(list)
     for r in rows:
         if int(r["exposures"]) != exposures or r["quantize"]:
@@ -31,7 +31,7 @@ def seed_table(
         if family is not None and r["family"] != family:
             continue
         model = f"{r['arch']} d {r['d_model']}"
-        cells[(model, int(r["N"]))].append((float(r["R"]), int(r["seed"] or 0)))
+        cells[(model, int(r["N"]))].append(float(r["R"]))
         params[model].append(int(r["P"]))
     ns = sorted({n for _, n in cells})
     models = sorted({m for m, _ in cells}, key=lambda m: (not m.startswith("gpt2 "), m))
@@ -40,11 +40,10 @@ def seed_table(
     for m in models:
         out = [m, f"{min(params[m]):,}-{max(params[m]):,}"]
         for n in ns:
-            got = cells.get((m, n), [])
-            if not got:
+            rs = cells.get((m, n), [])
+            if not rs:
                 out.append("—")
                 continue
-            rs = [r for r, _ in got]
             span = f" [{min(rs):.2f}, {max(rs):.2f}]" if len(rs) > 1 else ""
             out.append(f"{statistics.mean(rs):.2f}{span} ({len(rs)})")
         lines.append("| " + " | ".join(out) + " |")

@@ -196,12 +196,14 @@ def _same_footing(a: Law, b: Law) -> bool:
     would read the two models' difference as int8's). Groups of different shapes
     (architectures) have no models in common to pair, and compare as before."""
 
-    def shapes(law: Law, at_capacity: bool) -> set[tuple]:
-        return {(m.model, m.setting) for m in law.models if m.at_capacity or not at_capacity}
-
-    if not shapes(a, False) & shapes(b, False):
+    if not {(m.model, m.setting) for m in a.models} & {(m.model, m.setting) for m in b.models}:
         return True
-    return shapes(a, True) == shapes(b, True)
+    return _capacity_models(a) == _capacity_models(b)
+
+
+def _capacity_models(law: Law) -> set[tuple]:
+    """The models (shape, data setting) a law stands on."""
+    return {(m.model, m.setting) for m in law.models if m.at_capacity}
 
 
 def _ratio_check(c: _Checks, text: str, r: _Ratio, low, high, name: str, *, main=True):
