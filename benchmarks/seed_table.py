@@ -5,7 +5,8 @@ width and dataset family); rows are models (architecture and width), columns the
 and each cell the mean R over the seeds with its range (min-max) and the number of seeds. A
 model whose range overlaps the baseline's at every N is not distinguishable from it there.
 
-    python benchmarks/seed_table.py results/lab/recipes-v2/runs.csv --exposures 100 --d-model 32
+    python benchmarks/seed_table.py results/lab/recipes-v2/runs.csv --exposures 100 --d-model 32 \
+        --family bioD
 """
 
 from __future__ import annotations
