@@ -20,8 +20,8 @@ block, and a ratio to HF is the median over rounds of HF's block time over the m
 same round (paired, so a shared machine's drifting load cancels); the best blocks are printed
 too. ``--ablate`` adds variants of ours that take the changes of issue 13 one at a time:
 "before" (the unfused AdamW and every `kcap.models.gpt.FAST_PATHS` off: the code before it),
-"+fused_adamw", "+rotary", "+norms", then "ours" (+head): each row's ratio over the row above is
-what that change bought.
+"+fused_adamw", "+rotary", "+norms", "+head", then "ours" (+loss): each row's ratio over the
+row above is what that change bought.
 
     python benchmarks/bench_hf.py                       # the four issue-13 shapes, 1 thread
     python benchmarks/bench_hf.py --shapes 2x32x2 --families gpt2 --ablate --clock cpu
@@ -53,7 +53,7 @@ from kcap.training.trainer import Trainer
 # (layers, d_model, heads): the issue's shapes; heads give head_dim 16, 32, 32, 64
 SHAPES = ((2, 32, 2), (2, 64, 2), (4, 128, 4), (6, 256, 4))
 FAMILIES = {"gpt2": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM"}
-CHANGES = ("fused_adamw", "rotary", "norms", "head")  # what --ablate adds one at a time
+CHANGES = ("fused_adamw", "rotary", "norms", "head", "loss")  # what --ablate adds one at a time
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 

@@ -1,7 +1,8 @@
 """The float32 fast paths of issue 13 compute what the composite code computes.
 
 `kcap.models.gpt` takes them for float32 tensors outside autocast: q/k rotary in three kernels,
-RMSNorm with a hand-written backward, the narrow head. Each is checked against the reference path
+RMSNorm with a hand-written backward, the narrow head, and the summed cross-entropy of
+`kcap.models.loss`. Each is checked against the reference path
 (`gpt.FAST_PATHS` off) on logits and every gradient; and the fused CPU AdamW of `make_optimizer`
 against torch's default one.
 """
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kcap.models import GPT, gpt, preset
+from kcap.models.loss import _SummedNLL, summed_nll
 from kcap.training.config import TrainingSpec
 from kcap.training.schedule import make_optimizer
 
@@ -194,7 +196,8 @@ def test_training_with_fast_paths_follows_the_reference():
         losses = []
         for i, (model, opt) in enumerate(zip(models, opts, strict=True)):
             with reference_paths() if i else contextlib.nullcontext():
-                loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+                y = idx[:, 1:].flatten()
+                loss = summed_nll(model(idx[:, :-1]).flatten(0, 1), y, -1) / y.numel()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -203,3 +206,39 @@ def test_training_with_fast_paths_follows_the_reference():
         assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("ignored", [0, 5, 40])
+def test_summed_nll_equals_cross_entropy(ignored, monkeypatch):
+    """The loss and its gradient, with ignored targets (none, some, all) and a scaled upstream
+    gradient, as `F.cross_entropy(reduction="sum")` gives them."""
+    gen = torch.Generator().manual_seed(ignored)
+    logits = (3 * torch.randn(40, 1152, generator=gen)).requires_grad_()
+    targets = torch.randint(0, 1152, (40,), generator=gen)
+    targets[torch.randperm(40, generator=gen)[:ignored]] = -1
+    calls = _Count(monkeypatch, _SummedNLL)
+    fast = summed_nll(logits, targets, -1)
+    assert calls.n == 1
+    (g_fast,) = torch.autograd.grad(0.37 * fast, logits)
+    ref = F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
+    (g_ref,) = torch.autograd.grad(0.37 * ref, logits)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-5, atol=1e-7)
+    if ignored:
+        assert g_fast[targets == -1].abs().max().item() == 0
+
+
+def test_summed_nll_refuses_a_second_backward_and_other_paths_take_torch(monkeypatch):
+    logits = torch.randn(8, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (8,))
+    loss = summed_nll(logits, targets, -1)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        loss.backward()
+    calls = _Count(monkeypatch, _SummedNLL)
+    with reference_paths():
+        summed_nll(logits, targets, -1)
+    summed_nll(logits.double(), targets, -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        summed_nll(logits, targets, -1)
+    assert calls.n == 0

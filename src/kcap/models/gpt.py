@@ -11,8 +11,8 @@ Float32 tensors take fast paths that compute the same function as the composite 
 float32 rounding, in fewer kernels and autograd nodes (issue 13, tests/test_speed_paths.py): the
 rotary embedding of q and k together in three row-long kernels (`_SplitRotary`), RMSNorm with a
 hand-written backward (`_RMSNorm`) and a narrow output head whose weight gradient is taken in
-the orientation BLAS runs faster (`_NarrowHead`). Other dtypes (bf16 autocast, float64) and
-torch.compile keep the composite path.
+the orientation BLAS runs faster (`_NarrowHead`); the loss has one too (`kcap.models.loss`).
+Other dtypes (bf16 autocast, float64) and torch.compile keep the composite path.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ RESIDUAL_OUT = ("attn.proj.weight", "mlp.proj.weight", "mlp.down.weight", "mlp.w
 # replaces, to float32 rounding (tests/test_speed_paths.py), in fewer kernels and autograd
 # nodes. Switched off only to measure what each buys (benchmarks/bench_hf.py --ablate) and to
 # test them against the reference paths, which other dtypes (bf16 autocast, float64) take.
-FAST_PATHS = {"rotary": True, "norms": True, "head": True}
+FAST_PATHS = {"rotary": True, "norms": True, "head": True, "loss": True}
 
 
 class LayerNorm(nn.Module):
@@ -400,6 +400,14 @@ def _unrotate(grads, heads, c, perm, sb) -> torch.Tensor:
 def _swap(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """x[..., perm] for x (B, T, n): index_select on a 2-d view (5x faster than on 3-d)."""
     return x.flatten(0, 1).index_select(1, perm).view(x.shape)
+
+
+def head_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` for a vocabulary head's raw weight (as `PackedGPT` holds them), through
+    `_NarrowHead` where `GPT.forward` would take it."""
+    if _fast("head", x) and weight.size(1) <= 64:
+        return _NarrowHead.apply(x, weight)
+    return x @ weight.T
 
 
 def _narrow_head(m: nn.Module) -> bool:

@@ -34,10 +34,12 @@ from kcap.models.gpt import (
     GPT,
     _fast,
     _SplitRotary,
+    head_product,
     rope_cache,
     rotary_tables,
     split_rotary_reference,
 )
+from kcap.models.loss import summed_nll
 
 __all__ = ["PackedGPT", "check_packable"]
 
@@ -302,9 +304,7 @@ class PackedGPT(nn.Module):
         # unbind, not h[k]: the gradient of K selects would be K zero-filled copies of h
         hs, heads, ys = self.hidden(idx).unbind(0), self._head().unbind(0), targets.unbind(0)
         losses = [
-            F.cross_entropy(
-                (h @ head.T).float(), y.flatten(), ignore_index=ignore_index, reduction="sum"
-            )
+            summed_nll(head_product(h, head).float(), y.flatten(), ignore_index)
             for h, head, y in zip(hs, heads, ys, strict=True)
         ]
         return torch.stack(losses)

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from kcap.atomic import write_text_atomic
@@ -55,6 +54,7 @@ from kcap.errors import KcapError
 from kcap.measure import measure
 from kcap.measure.measurement import Measurement
 from kcap.models import GPT, ModelConfig, count_parameters, preset
+from kcap.models.loss import summed_nll
 from kcap.progress import progress_bar
 from kcap.tokenization.factory import make_stream
 from kcap.tokenization.stream import PAD
@@ -337,17 +337,13 @@ class Trainer:
         )
         with ctx:
             logits = self._forward(x)
-            if self.world.active:
-                # this rank's share of the global batch's mean loss; DDP averages gradients over
-                # the K ranks, hence the factor K: the update is that of the global mean
-                nll = F.cross_entropy(
-                    logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"
-                )
-                loss = nll / max(n_targets, 1)
-                total = loss * self.world.size + self.model.aux_loss()
-            else:
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD)
-                total = loss + self.model.aux_loss()  # MoE balancing loss; zero for dense models
+            # the mean loss over the batch's targets; under DDP, this rank's share of the global
+            # batch's mean (``n_targets`` counts the global batch) times K, since DDP averages
+            # the gradients over the K ranks: the update is that of the global mean
+            nll = summed_nll(logits.float().flatten(0, 1), y.flatten(), PAD)
+            loss = nll / max(n_targets, 1)
+            scale = self.world.size if self.world.active else 1
+            total = loss * scale + self.model.aux_loss()  # MoE balancing loss; 0 when dense
         total.backward()  # under DDP the gradients are averaged over the ranks here
         finite = torch.isfinite(total.detach())
         if t.grad_clip > 0:
