@@ -222,11 +222,11 @@ def test_the_llama_to_gpt2_steps_after_the_mlp_are_judged_against_the_step_befor
     assert f.verdict == "partly"
 
 
-def test_laws_on_different_models_are_not_compared_as_laws(tmp_path):
+def test_laws_pair_on_the_models_both_hold_at_capacity(tmp_path):
     """Float: the 20k and 40k models at capacity (R 0.5, 1.0: law 0.75). int8 changes nothing,
     but its 40k model was measured at one over-filled N only, so its law stands on the 20k model
-    alone (0.5): laws over different models would read 1.50, int8's "loss". Peaks at the N both
-    ran read 1.00."""
+    alone (0.5): laws over different models would read 1.50, int8's "loss". Fitted on the 20k
+    model both hold at capacity, they read 1.00."""
     db = tmp_path / "r.db"
     q8 = {"quantize": {"bits": 8, **INT}}
     with ResultsStore(db) as store:
@@ -237,8 +237,35 @@ def test_laws_on_different_models_are_not_compared_as_laws(tmp_path):
                     if P == 20_000 or n == 3200:
                         syn.record(store, n=n, P=P, R=R, seed=seed, biod=PROBE, **q8)
     f = _findings(db)[8]
-    assert "law ratio 1.50" not in f.detail
-    assert "fp/int8 peak at N = 3,200, 6,400 ratio 1.00 [1.00, 1.00]" in f.detail
+    assert "1.50" not in f.detail
+    pair = "fp/int8 law on the model sizes both hold at capacity ratio 1.00 [1.00, 1.00]"
+    assert pair in f.detail
+
+
+def test_architectures_pair_their_laws_by_size(tmp_path):
+    """GPT2 at capacity at d 20 (R 0.5) and d 40 (R 1.0): law 0.75. LLaMA stores exactly what
+    GPT2 does, but only its d 40 is at capacity (its d 20 ran one N): its law is 1.0, and laws
+    over different sizes would read GPT2/LLaMA 0.75, "LLaMA 1.3x better". On the size both hold
+    at capacity: 1.00. Without a size in common, the peaks at the N both ran compare."""
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for seed in (0, 1):
+            for P, R in ((20_000, 0.5), (40_000, 1.0)):
+                for n in (3200, 6400):
+                    kw = {"n": n, "P": P, "R": R, "seed": seed, "biod": PROBE, "exposures": 100}
+                    syn.record(store, **kw)
+                    if P == 40_000 or n == 3200:
+                        syn.record(store, preset="llama-2-1", **kw)
+    detail = _findings(db)[7].detail
+    assert "0.75" not in detail
+    assert "GPT2/llama law on the model sizes both hold at capacity ratio 1.00 [1.00, 1.00]" in (
+        detail
+    )
+    gpt2 = find(analyse(load_points(db)), exposures=100, arch="gpt2")
+    assert {size for size, _ in gpt2.capacity_sizes()} == {
+        "2-1,d_model=20",
+        "2-1,d_model=40",
+    }
 
 
 # ------------------------------------------------------------------------------ 5. intervals

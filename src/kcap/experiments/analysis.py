@@ -364,8 +364,21 @@ class Law:
         """The fitted R with its interval (None without a law)."""
         if self.R is None:
             return None
-        seeds = {"seeds": len(self.per_replicate), "unpaired": 0}.get(self.interval_kind, 1)
-        return Estimate(self.R, self.interval, self.interval_over, seeds, self.per_replicate)
+        figures = (self.interval, self.interval_kind, self.interval_over, self.per_replicate)
+        return _law_estimate(self.R, *figures)
+
+    def capacity_sizes(self) -> set[tuple[str, str]]:
+        """(size, data setting) of every model at capacity, the architecture left out
+        (`size_of`): what two groups' laws can be paired on."""
+        return {(size_of(m.model), m.setting) for m in self.models if m.at_capacity}
+
+    def estimate_on(self, sizes: set[tuple[str, str]]) -> Estimate | None:
+        """The law's R fitted on its models at capacity of these sizes only (None if it has
+        none of them)."""
+        cap = [m for m in self.models if m.at_capacity and (size_of(m.model), m.setting) in sizes]
+        if not cap:
+            return None
+        return _law_estimate(*_law_ratio(cap))
 
     def open_ns(self, data_limited: float = DATA_LIMITED) -> set[int]:
         """The N where no replicate's best run (highest bits/P) stored ``data_limited`` of the
@@ -732,6 +745,21 @@ def _plateau(points: list[Point], most: Point, data_limited: float) -> tuple[boo
             f"N = {most.n:,}: a learning limit, not a capacity"
         )
     return True, f"at capacity: N = {n1:,} held within {PLATEAU - 1:.0%} of {against}"
+
+
+def size_of(model: str) -> str:
+    """A model's size without its architecture: the preset's layer and head counts and the size
+    overrides (``gpt2-2-2,d_model=24``, ``llama-2-2,d_model=24`` and ``gpt2-2-2-moe32,d_model=24``
+    are all ``2-2,d_model=24``)."""
+    preset_name, sep, size = model.partition(",")
+    dims = [t for t in preset_name.split("-")[1:] if not t.startswith("moe")]
+    return "-".join(dims) + sep + size
+
+
+def _law_estimate(r, interval, kind, over, per_replicate) -> Estimate:
+    """An `Estimate` of a law's R from `_law_ratio`'s figures."""
+    seeds = {"seeds": len(per_replicate), "unpaired": 0}.get(kind, 1)
+    return Estimate(r, interval, over, seeds, per_replicate)
 
 
 def _law(models: list[ModelCapacity]):

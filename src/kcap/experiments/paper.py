@@ -14,7 +14,10 @@ it was measured at, and a verdict:
 
 "R" below is a group's fitted law (analysis.py) where some model reached capacity, else its peak
 bits/P (a lower bound on capacity); comparisons between groups use the same kind for both.
-Peaks compare only over the N that both groups were run at and where neither group's best run
+Two laws compare only as fitted on the model sizes (`analysis.size_of`) both groups hold at
+capacity: at lab scale R changes with P, so laws over different sizes would read the sizes'
+difference as the groups'. Without such a size, and without two laws, the peaks compare. Peaks
+compare only over the N that both groups were run at and where neither group's best run
 stored 90% of the data or more: a run that stored (nearly) all of its data measures the data's
 bits over P, not capacity; with no such N the comparison is "not possible".
 
@@ -166,44 +169,37 @@ class _Ratio:
 
 
 def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
-    """a's capacity over b's: both fitted laws when both have one (`_same_footing`), else both
-    peaks over the N that both were run at and where neither stored ≥ 90% of the data (module
-    docstring).
-    ``missing``: what to say when a group has no runs."""
+    """a's capacity over b's: both laws fitted on the model sizes both hold at capacity
+    (`Law.capacity_sizes`) when they share any, else both peaks over the N that both were run at
+    and where neither stored ≥ 90% of the data (module docstring).
+    ``missing``: what to say when a group has no runs.
+
+    Laws pair by size because at lab scale R changes with P: a LLaMA law on d 32 alone against a
+    GPT2 law on d 24 and d 32 would read the two sizes' difference as the architecture's, and an
+    int8 law on d 24 alone against a float law on both would read it as int8's loss."""
     if a is None or b is None:
         return _Ratio(None, why=missing)
-    if a.R is not None and b.R is not None and _same_footing(a, b):
-        kind, est = "law", ratio_of(a.estimate, b.estimate)
+    shared = (
+        a.capacity_sizes() & b.capacity_sizes() if a.R is not None and b.R is not None else set()
+    )
+    if shared:
+        est = ratio_of(a.estimate_on(shared), b.estimate_on(shared))
+        kind = "law"
+        if not shared == a.capacity_sizes() == b.capacity_sizes():
+            kind = "law on the model sizes both hold at capacity"
     else:
-        shared = set(a.peak_per_n) & set(b.peak_per_n)
-        if not shared:
+        shared_n = set(a.peak_per_n) & set(b.peak_per_n)
+        if not shared_n:
             return _Ratio(None, why="not possible: no N run by both")
-        ns = shared & a.open_ns() & b.open_ns()
+        ns = shared_n & a.open_ns() & b.open_ns()
         if not ns:
             limit = f"{DATA_LIMITED:.0%}"
-            why = f"not possible: at N = {_ns(shared)} a group stored ≥ {limit} of its data"
+            why = f"not possible: at N = {_ns(shared_n)} a group stored ≥ {limit} of its data"
             return _Ratio(None, why=why)
         kind, est = f"peak at N = {_ns(ns)}", ratio_of(a.peak_estimate(ns), b.peak_estimate(ns))
     if est is None:
         return _Ratio(None, kind, "neither stored any bits")
     return _Ratio(est, kind)
-
-
-def _same_footing(a: Law, b: Law) -> bool:
-    """Whether two laws compare as laws. Groups of the same shapes (float and quantized runs of
-    one model) must stand on the same models: a median over other models is another population,
-    not an effect (an int8 law on the d-24 model alone against a float law on d 24 and d 32
-    would read the two models' difference as int8's). Groups of different shapes
-    (architectures) have no models in common to pair, and compare as before."""
-
-    if not {(m.model, m.setting) for m in a.models} & {(m.model, m.setting) for m in b.models}:
-        return True
-    return _capacity_models(a) == _capacity_models(b)
-
-
-def _capacity_models(law: Law) -> set[tuple]:
-    """The models (shape, data setting) a law stands on."""
-    return {(m.model, m.setting) for m in law.models if m.at_capacity}
 
 
 def _ratio_check(c: _Checks, text: str, r: _Ratio, low, high, name: str, *, main=True):
