@@ -3,8 +3,10 @@
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import synthetic_runs as syn
@@ -158,6 +160,28 @@ def test_page_renders_in_headless_chromium(report_dir, tmp_path):
     assert f'data-figures="{n}"' in dom and f'data-figures-loaded="{n}"' in dom, dom[:500]
     assert 'class="missing"' not in dom
     assert len(re.findall(r'<tr data-result="\d+"', dom)) == len(CLAIMS)
+
+
+def test_only_the_lab_probe_stands_in_for_bioS(tmp_path):
+    """Result 3's runs on another bioD setting (R 2.0 there) share the bioD group but are not the
+    probe: result 1 reads the probe's law (R 1.00), result 3 both settings."""
+    from kcap.experiments.analysis import analyse, load_points
+    from kcap.experiments.paper import LAB_PROBE, evaluate_all
+
+    probe, other = (8, 1, 128, 1, 128), (4, 2, 128, 1, 128)
+    setting = "bioD " + " ".join(f"{k}={v}" for k, v in zip("kcdlt", probe, strict=True))
+    assert setting == LAB_PROBE
+    root = Path(__file__).resolve().parents[1]
+    shared = yaml.safe_load((root / "configs/recipes/shared/lab-probe.yaml").read_text())
+    assert tuple(shared["dataset"][k] for k in "kcdlt") == probe
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n in (800, 1600, 3200):
+            syn.record(store, n=n, P=syn.SIZES[0], R=1.0, biod=probe)
+            syn.record(store, n=n, P=syn.SIZES[0], R=2.0, biod=other)
+    findings = {c.id: f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db")))}
+    assert "R 1.00 [—] (one model, one seed)" in findings[1].measured, findings[1].measured
+    assert "over 2 settings" in findings[3].measured, findings[3].measured
+    assert "2 of 2 models at capacity" in findings[3].measured
 
 
 def test_bioD_stands_in_for_bioS_where_a_store_has_no_bioS_runs(tmp_path):

@@ -32,7 +32,8 @@ Tolerances: "≥ 2" passes at 1.9, "≤ 2.3" at 2.4, "about" means within 20%.
 The paper measures results 1 and 4-12 on bioS. Tiny CPU models learn bioS's ~300 sentence
 templates too slowly to reach their capacity, so the lab scale measures them on a one-template
 bioD probe instead (configs/README.md): where a store has no bioS runs for such a claim, its
-bioD runs stand in, and the finding's scale says so.
+runs of that probe (`LAB_PROBE`, not result 3's other bioD settings) stand in, and the
+finding's scale says so.
 
 Also here: `PAPER_LAWS`, the paper's capacity constants by (exposures, architecture) with their
 sources, which `kcap plan` uses when the results store has no law of its own.
@@ -49,6 +50,7 @@ from kcap.experiments.analysis import (
     DATA_LIMITED,
     Estimate,
     Law,
+    analyse,
     describe_scale,
     find,
     number_text,
@@ -69,6 +71,9 @@ __all__ = [
 
 #: The knowledge dataset of results 1 and 4-12, and the lab's stand-in for it.
 PAPER_BASE, LAB_BASE = "bioS", "bioD"
+#: The one bioD setting that stands in for bioS: the lab's probe
+#: (configs/recipes/shared/lab-probe.yaml). Other bioD settings are result 3's, not the stand-in.
+LAB_PROBE = "bioD k=8 c=1 d=128 l=1 t=128"
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not yet measured")
 
 
@@ -644,18 +649,28 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def evaluate_all(laws: list[Law]) -> list[tuple[Claim, Finding]]:
-    """Every claim with its finding on these laws: on bioS runs, else on the lab's bioD stand-in
-    (the scale then says so); a claim that errors becomes inconclusive."""
+    """Every claim with its finding on these laws: on bioS runs, else on the lab's bioD probe
+    standing in (`LAB_PROBE`; the scale then says so); a claim that errors becomes
+    inconclusive."""
     out = []
+    probe: list[Law] | None = None
     for claim in CLAIMS:
         finding = _evaluate(claim, laws, PAPER_BASE)
         if finding.verdict == "not yet measured" and claim.stand_in:
-            alt = _evaluate(claim, laws, LAB_BASE)
+            probe = _probe_laws(laws) if probe is None else probe
+            alt = _evaluate(claim, probe, LAB_BASE)
             if alt.verdict != "not yet measured":
                 alt.scale += f"; on {LAB_BASE}, the lab's stand-in for {PAPER_BASE}"
                 finding = alt
         out.append((claim, finding))
     return out
+
+
+def _probe_laws(laws: list[Law]) -> list[Law]:
+    """The laws with the bioD groups refitted on the lab's probe setting alone (`LAB_PROBE`):
+    a law that also stood on result 3's other bioD settings would not be the stand-in's."""
+    keep = [p for law in laws for p in law.points if p.family != LAB_BASE or p.setting == LAB_PROBE]
+    return analyse(keep)
 
 
 def _evaluate(claim: Claim, laws: list[Law], base: str) -> Finding:
