@@ -184,13 +184,12 @@ def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
     int8 law on d 24 alone against a float law on both would read it as int8's loss."""
     if a is None or b is None:
         return _Ratio(None, why=missing)
-    shared = (
-        a.capacity_sizes() & b.capacity_sizes() if a.R is not None and b.R is not None else set()
-    )
+    sizes_a, sizes_b = a.capacity_sizes(), b.capacity_sizes()  # empty without a law
+    shared = sizes_a & sizes_b
     if shared:
         est = ratio_of(a.estimate_on(shared), b.estimate_on(shared))
         kind = "law"
-        if not shared == a.capacity_sizes() == b.capacity_sizes():
+        if not shared == sizes_a == sizes_b:
             kind = "law on the model sizes both hold at capacity"
     else:
         shared_n = set(a.peak_per_n) & set(b.peak_per_n)
@@ -669,8 +668,9 @@ def evaluate_all(laws: list[Law]) -> list[tuple[Claim, Finding]]:
 def _probe_laws(laws: list[Law]) -> list[Law]:
     """The laws with the bioD groups refitted on the lab's probe setting alone (`LAB_PROBE`):
     a law that also stood on result 3's other bioD settings would not be the stand-in's."""
-    keep = [p for law in laws for p in law.points if p.family != LAB_BASE or p.setting == LAB_PROBE]
-    return analyse(keep)
+    probe = [p for law in laws if law.family == LAB_BASE for p in law.points]
+    others = [law for law in laws if law.family != LAB_BASE]
+    return others + analyse([p for p in probe if p.setting == LAB_PROBE])
 
 
 def _evaluate(claim: Claim, laws: list[Law], base: str) -> Finding:

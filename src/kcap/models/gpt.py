@@ -35,6 +35,8 @@ RESIDUAL_OUT = ("attn.proj.weight", "mlp.proj.weight", "mlp.down.weight", "mlp.w
 # nodes. Switched off only to measure what each buys (benchmarks/bench_hf.py --ablate) and to
 # test them against the reference paths, which other dtypes (bf16 autocast, float64) take.
 FAST_PATHS = {"rotary": True, "norms": True, "head": True, "loss": True}
+#: The widest head input `_NarrowHead` takes (from d = 128 on it is not faster).
+NARROW_HEAD_MAX_D = 64
 
 
 class LayerNorm(nn.Module):
@@ -405,7 +407,7 @@ def _swap(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 def head_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for a vocabulary head's raw weight (as `PackedGPT` holds them), through
     `_NarrowHead` where `GPT.forward` would take it."""
-    if _fast("head", x) and weight.size(1) <= 64:
+    if _fast("head", x) and weight.size(1) <= NARROW_HEAD_MAX_D:
         return _NarrowHead.apply(x, weight)
     return x @ weight.T
 
@@ -417,7 +419,7 @@ def _narrow_head(m: nn.Module) -> bool:
     return (
         type(m) is nn.Linear
         and m.bias is None
-        and m.in_features <= 64
+        and m.in_features <= NARROW_HEAD_MAX_D
         and not (m._forward_hooks or m._forward_pre_hooks)
     )
 

@@ -23,8 +23,8 @@ __all__ = ["summed_nll"]
 
 
 def summed_nll(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """The summed cross-entropy of ``logits`` (N, V) against ``targets`` (N,), skipping the
-    targets equal to ``ignore_index`` (a 0-dim tensor)."""
+    """The summed cross-entropy (a 0-dim tensor) of ``logits`` (N, V) against ``targets`` (N,),
+    skipping the targets equal to ``ignore_index``."""
     if logits.device.type == "cpu" and logits.dim() == 2 and _fast("loss", logits):
         return _SummedNLL.apply(logits, targets, ignore_index)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
