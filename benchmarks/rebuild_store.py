@@ -9,12 +9,17 @@ the row's: P exactly, bits stored and its name/value/diversity parts as the CSV 
 whole bits), recall to four decimals; the data's bits are recomputed exactly from the dataset's
 parameters and must agree with the row's (rounded) figure. What a CSV row does not hold stays
 absent: the in-training measurements (the report's "bits over training" figure becomes a
-placeholder). Any row that cannot be matched stops the rebuild; nothing is filled in.
+placeholder). Any row that cannot be matched stops the rebuild; nothing is filled in. Rows
+made by a recipe that has changed since are matched on its version at ``--rev``.
 
     python benchmarks/rebuild_store.py results/lab/recipes/runs.csv --scale lab --db /tmp/lab.db
     kcap report /tmp/lab.db --out /tmp/lab-report
     python benchmarks/rebuild_store.py --compare results/lab/recipes/report.md \\
         /tmp/lab-report/report.md
+    # the rebuilt recipe's rows (2026-12-01: its store was lost), kept as portable records
+    python benchmarks/rebuild_store.py results/lab/recipes-v2/runs.csv --rev 63098d2 \\
+        --db /tmp/v2.db
+    kcap runs --db /tmp/v2.db --export results/lab/recipes-v2/runs.jsonl
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from kcap.data.biod import biod_bits
@@ -59,12 +66,20 @@ def data_bits(dataset: dict) -> dict[str, float]:
     raise SystemExit(f"no exact bit count for dataset kind {kind!r}: cannot rebuild its rows")
 
 
-def recipe_configs(scale: str) -> dict[str, dict]:
-    """run id -> full config (as recorded) of every run the recipes of this scale define."""
+def recipe_configs(scale: str, revs: list[str] = ()) -> dict[str, dict]:
+    """run id -> full config (as recorded) of every run the recipes of this scale define, as
+    they are now and as they were at each git revision in ``revs`` (a recipe since changed)."""
+    roots = [RECIPES]
+    for rev in revs:
+        tmp = Path(tempfile.mkdtemp(prefix=f"recipes-{rev}-"))
+        tree = subprocess.run(["git", "archive", rev, "configs"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=tree.stdout, check=True)
+        roots.append(tmp / "configs" / "recipes")
     out = {}
-    for path in sorted(RECIPES.glob(f"*-{scale}.yaml")):
-        for point in expand(load_grid(path)):
-            out[point.run_id] = point.config.model_dump()
+    for root in roots:
+        for path in sorted(root.glob(f"*-{scale}.yaml")):
+            for point in expand(load_grid(path)):
+                out.setdefault(point.run_id, point.config.model_dump())
     return out
 
 
@@ -108,21 +123,28 @@ def record(store: ResultsStore, row: dict, config: dict) -> None:
     }
     params = {k: v for k, v in config["dataset"].items() if k not in ("path", "seed")}
     manifest = {"kind": config["dataset"]["kind"], "params": params, "bits": data}
-    timings = {k: float(row[k]) for k in ("steps", "tokens", "train_s") if row.get(k)}
+    timings = {k: int(row[k]) for k in ("steps", "tokens") if row.get(k)}
+    if row.get("train_s"):
+        timings["train_s"] = float(row["train_s"])
+    if int(row.get("packed_with") or 0):
+        timings["packed_with"] = int(row["packed_with"])
+    counts = {"P": P}
+    if row.get("non_embedding"):
+        counts["non_embedding"] = int(row["non_embedding"])
     store.start_run(
         row["run_id"],
         name=row["name"],
         config=config,
         manifest=manifest,
         run_dir=None,
-        params={"P": P},
+        params=counts,
     )
     store.finish_run(row["run_id"], metrics=metrics, timings=timings)
 
 
-def rebuild(csv_path: Path, scale: str, db: Path) -> int:
+def rebuild(csv_path: Path, scale: str, db: Path, revs: list[str] = ()) -> int:
     rows = list(csv.DictReader(csv_path.open()))
-    configs = match(rows, recipe_configs(scale))
+    configs = match(rows, recipe_configs(scale, revs))
     if db.exists():
         raise SystemExit(f"{db} exists: rebuild into a new store")
     with ResultsStore(db) as store:
@@ -156,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("csv", type=Path, nargs="?", help="a `kcap runs --csv` table")
     ap.add_argument("--scale", default="lab", help="the recipes' scale (lab, gpu, paper)")
     ap.add_argument("--db", type=Path, help="the new results store to write")
+    ap.add_argument(
+        "--rev", action="append", default=[], help="also the recipes at this git revision"
+    )
     ap.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args(argv)
     if args.compare:
@@ -163,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.csv is None or args.db is None:
         ap.error("give a CSV and --db (or --compare BEFORE AFTER)")
-    print(f"{rebuild(args.csv, args.scale, args.db)} runs -> {args.db}", file=sys.stderr)
+    print(f"{rebuild(args.csv, args.scale, args.db, args.rev)} runs -> {args.db}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -609,6 +609,24 @@ CASES = [
         r"/file exists and is not a directory$",
     ),
     Bad(
+        "unwritable-export",
+        lambda e: ["runs", "--db", e.db(), "--export", e.file / "runs.jsonl"],
+        "--export",
+        r"/file exists and is not a directory$",
+    ),
+    Bad(
+        "import-missing-file",
+        lambda e: ["runs", "--db", e.tmp / "new.db", "--import", e.tmp / "nope.jsonl"],
+        "--import",
+        r"no such file: .*nope.jsonl$",
+    ),
+    Bad(
+        "import-with-csv",
+        lambda e: ["runs", "--db", e.db(), "--import", e.file, "--csv", e.tmp / "r.csv"],
+        "--import",
+        r"cannot be combined with --csv/--export$",
+    ),
+    Bad(
         "unwritable-csv-permission",
         lambda e: ["runs", "--db", e.db(), "--csv", e.tmp / "runs.csv"],
         "{tmp}/runs.csv",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import sqlite3
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from kcap.cli.runs import runs
 from kcap.errors import KcapError
+from kcap.experiments.archive import export_records, import_records, read_records
 from kcap.experiments.store import SCHEMA_VERSION, LostClaim, ResultsStore, RunRecord
 from kcap.training.config import config_hash
 
@@ -421,3 +423,111 @@ def test_csv_names_quantized_measurements():
     assert _quant_label(asym) == "int8-rtn-g128-asym"
     # rows recorded before the grid was a choice were asymmetric, without act-order
     assert _quant_label({"bits": 4, "method": "gptq", "group_size": None}) == "int4-gptq-asym-noact"
+
+
+# -- portable exports (`kcap runs --export` / `--import`) --------------------------------------
+
+
+def _study(db: Path) -> list[str]:
+    """Three finished synthetic runs (one with its history only in its run directory), one
+    failed and one still running."""
+    import synthetic_runs as syn
+
+    with ResultsStore(db) as store:
+        ids = [
+            syn.record(store, n=n, P=40_000, R=1.0, biod=(8, 1, 128, 1, 128)) for n in (200, 800)
+        ]
+        ids.append(syn.record(store, n=400, P=20_000, R=1.0, history=False))
+        run_dir = db.parent / "runs" / ids[2]  # as `kcap train` leaves it: metrics.jsonl
+        run_dir.mkdir(parents=True)
+        lines = [{"step": s, "measure": {"bits": 10.0 * s}} for s in (100, 200)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE runs SET run_dir = ? WHERE run_id = ?", (str(run_dir), ids[2]))
+        _start(store, "run-bad")
+        store.fail_run("run-bad", "boom")
+        _start(store, "run-live")
+    return ids
+
+
+def test_export_import_round_trip_is_loss_free(tmp_path: Path):
+    """An export holds every finished run and no machine path; a store rebuilt from it gives
+    the same records (history inlined) and the same analysis points."""
+    from kcap.experiments.analysis import load_points
+
+    db, out, rebuilt = tmp_path / "a" / "kcap.db", tmp_path / "runs.jsonl", tmp_path / "b.db"
+    ids = _study(db)
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["runs", "--db", str(db), "--export", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == f"3 finished runs -> {out}"
+    text = out.read_text()
+    assert len(text.splitlines()) == 3 and str(tmp_path) not in text
+    res = runner.invoke(_cli(), ["runs", "--db", str(rebuilt), "--import", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "3 added, 0 replaced, 0 kept" in res.stdout
+    with ResultsStore(db) as a, ResultsStore(rebuilt) as b:
+        before, after = a.list_runs("finished"), b.list_runs()
+    assert [r.run_id for r in after] == [r.run_id for r in before] == ids
+    for x, y in zip(before, after, strict=True):
+        assert (y.status, y.run_dir, y.claim_token) == ("finished", None, None)
+        assert y.config_hash == x.config_hash == config_hash(x.config)
+        for field in ("name", "config", "manifest", "params", "timings", "host", "created_at"):
+            assert getattr(y, field) == getattr(x, field), field
+        history = x.metrics.get("history") or [
+            {"step": 100, "bits": 1e3},
+            {"step": 200, "bits": 2e3},
+        ]
+        assert y.metrics == {**x.metrics, "history": history}
+    strip = lambda p: dataclasses.replace(p, run_dir=None)  # noqa: E731
+    assert [strip(p) for p in load_points(rebuilt)] == [strip(p) for p in load_points(db)]
+    assert [p.history for p in load_points(rebuilt)] == [p.history for p in load_points(db)]
+
+
+def test_import_keeps_finished_and_running_rows_and_replaces_failed_ones(tmp_path: Path):
+    db, out = tmp_path / "kcap.db", tmp_path / "runs.jsonl"
+    ids = _study(db)
+    with ResultsStore(db) as store:
+        export_records(store.list_runs(), out)
+        donor = read_records(out)
+        mine = store.get(ids[0])
+        # the exported runs, renamed: one the store failed, one it is running, one it lacks
+        failed, live, fresh = (
+            dataclasses.replace(donor[i], run_id=r)
+            for i, r in ((1, "run-bad"), (2, "run-live"), (0, "run-new"))
+        )
+        counts = import_records(store, [*donor, failed, live, fresh])
+        assert counts == {"kept": 4, "replaced": 1, "added": 1}
+        assert store.get(ids[0]).metrics == mine.metrics  # a finished row is never overwritten
+        assert store.get("run-bad").state == "finished" and store.get("run-bad").error is None
+        assert store.get("run-live").status == "running"  # a live worker holds it
+        assert store.get("run-new").metrics == donor[0].metrics
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "is not JSON"),
+        (
+            '{"format": "kcap-runs/9", "run_id": "x"}',
+            "format must be 'kcap-runs/1'; got 'kcap-runs/9'",
+        ),
+        ('{"format": "kcap-runs/1", "run_id": "x", "config": {"a": 1}}', "lacks metrics"),
+    ],
+)
+def test_import_refuses_bad_lines_and_writes_nothing(tmp_path: Path, line: str, message: str):
+    db, bad = tmp_path / "new.db", tmp_path / "runs.jsonl"
+    good = json.dumps(
+        {
+            "format": "kcap-runs/1",
+            "run_id": "ok",
+            "config": {"a": 1},
+            "metrics": {"bits": {"total": 1.0}},
+        }
+    )
+    bad.write_text(f"{good}\n{line}\n")
+    res = CliRunner().invoke(_cli(), ["runs", "--db", str(db), "--import", str(bad)])
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert "\n" not in err and err.startswith(f"Error: --import: {bad}:2") and message in err
+    assert not db.exists()  # the good first line was not imported either

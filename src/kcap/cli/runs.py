@@ -1,4 +1,5 @@
-"""`kcap runs`: list the runs recorded in the results store (a Rich table, JSON, or a CSV file)."""
+"""`kcap runs`: list the runs recorded in the results store (a Rich table, JSON, or a CSV file);
+export its finished runs as portable JSON lines, or import such lines into it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from rich.text import Text
 from kcap.atomic import require_writable, write_text_atomic
 from kcap.errors import KcapError, require
 from kcap.experiments.analysis import arch_label, family_label
+from kcap.experiments.archive import export_records, import_records, read_records
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
 from kcap.models.quantize import quant_label_of
 
@@ -190,14 +192,31 @@ def runs(
     csv_out: Path | None = typer.Option(
         None, "--csv", help="Write the finished runs as a flat CSV file (one row per run)."
     ),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Write the finished runs, loss-free and machine-free, as JSON lines (to commit a "
+        "study's results, or to merge stores).",
+    ),
+    import_from: list[Path] | None = typer.Option(
+        None,
+        "--import",
+        help="Add the runs of a --export file to --db (created if missing); a run the store "
+        "has finished or is running is kept. Repeatable.",
+    ),
 ) -> None:
     """List the runs recorded in the results store."""
     try:  # one line and exit code 2 also where `runs` is mounted without kcap's error handling
         if status is not None and status not in STATUSES:
             raise KcapError("--status", f"must be one of {', '.join(STATUSES)}; got {status!r}")
-        if csv_out is not None:
-            require_writable(csv_out.parent, "--csv")
-            require(not csv_out.is_dir(), "--csv", f"{csv_out} is a directory")
+        for path, flag in ((csv_out, "--csv"), (export, "--export")):
+            if path is not None:
+                require_writable(path.parent, flag)
+                require(not path.is_dir(), flag, f"{path} is a directory")
+        if import_from:
+            require(not (csv_out or export), "--import", "cannot be combined with --csv/--export")
+            _import(db, import_from)
+            return
         require(db.is_file(), "--db", f"no results store at {db}")
     except KcapError as e:
         typer.echo(f"Error: {e}", err=True)
@@ -217,6 +236,11 @@ def runs(
         writer.writerows(rows)
         write_text_atomic(csv_out, buf.getvalue())  # never a half-written file
         typer.echo(f"{len(rows)} finished runs -> {csv_out}")
+        return
+
+    if export is not None:
+        n = export_records(records, export)
+        typer.echo(f"{n} finished runs -> {export}")
         return
 
     if json_out:
@@ -248,3 +272,19 @@ def runs(
     for rec in records:  # why each run that did not finish stopped
         if rec.status == "failed":
             console.print(f"{escape(rec.run_id)} {rec.state}: {escape(rec.error or '?')}")
+
+
+def _import(db: Path, paths: list[Path]) -> None:
+    """Read every file first (a bad line changes nothing), then add their runs to ``db``."""
+    records = []
+    for path in paths:
+        require(path.is_file(), "--import", f"no such file: {path}")
+        records += read_records(path)
+    if not db.is_file():
+        require_writable(db.parent, "--db")
+    with ResultsStore(db) as store:
+        counts = import_records(store, records)
+    typer.echo(
+        f"{len(records)} runs from {', '.join(map(str, paths))} -> {db}: "
+        f"{counts['added']} added, {counts['replaced']} replaced, {counts['kept']} kept"
+    )

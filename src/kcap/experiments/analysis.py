@@ -553,7 +553,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 recall=float(m.get("recall_accuracy", float("nan"))),
                 components={k: float(v) for k, v in m["bits"].items()},
                 data_components=dict((rec.manifest or {}).get("bits") or {}),
-                history=tuple(m.get("history") or _history_file(rec.run_dir)),
+                history=tuple(m.get("history") or history_file(rec.run_dir)),
                 run_dir=rec.run_dir,
                 quant=quantize.get("bits") if quantize else None,
                 hparams=", ".join(
@@ -578,7 +578,7 @@ def _quantizer(quantize: dict | None, preset_name: str) -> str:
     return quant_label_of(quantize)
 
 
-def _history_file(run_dir: str | None) -> tuple:
+def history_file(run_dir: str | None) -> tuple:
     """In-training measurements from RUN_DIR/metrics.jsonl (runs recorded by `kcap train`)."""
     path = Path(run_dir) / "metrics.jsonl" if run_dir else None
     if path is None or not path.is_file():

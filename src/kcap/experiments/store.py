@@ -474,6 +474,38 @@ class ResultsStore:
 
         return self._write(body)
 
+    def add_finished(self, rec: RunRecord) -> str:
+        """Add a finished run recorded elsewhere (`kcap.experiments.archive`), as it was: its
+        times, host and metrics, no run directory. A row this store has finished, or is
+        running now (a live worker holds it), is kept; a failed or interrupted one is replaced.
+        Returns "added", "replaced" or "kept"."""
+
+        def body(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (rec.run_id,)).fetchone()
+            if row is not None and row[0] in ("finished", "running"):
+                return "kept"
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (rec.run_id,))
+            conn.execute(
+                f"INSERT INTO runs ({_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, 'finished', ?, ?, ?, ?, NULL, NULL, ?, ?, NULL)",
+                (
+                    rec.run_id,
+                    rec.name,
+                    config_hash(rec.config),
+                    _dumps(rec.config),
+                    _dumps(rec.manifest),
+                    _dumps(rec.params),
+                    _dumps(rec.metrics),
+                    _dumps(rec.timings),
+                    rec.host,
+                    rec.created_at,
+                    rec.updated_at,
+                ),
+            )
+            return "added" if row is None else "replaced"
+
+        return self._write(body)
+
     def record_extraction(
         self,
         run_id: str,
