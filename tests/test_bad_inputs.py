@@ -609,7 +609,7 @@ CASES = [
         r"/file exists and is not a directory$",
     ),
     Bad(
-        "unwritable-export",
+        "unwritable-runs-export",
         lambda e: ["runs", "--db", e.db(), "--export", e.file / "runs.jsonl"],
         "--export",
         r"/file exists and is not a directory$",
