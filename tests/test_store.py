@@ -484,6 +484,20 @@ def test_export_import_round_trip_is_loss_free(tmp_path: Path):
     assert [p.history for p in load_points(rebuilt)] == [p.history for p in load_points(db)]
 
 
+def test_export_keeps_the_config_as_run_and_drops_machine_paths_elsewhere():
+    """A config's own path (a dataset given by path) is the run's identity and stays; run
+    directories and quantize's source directory go."""
+    from kcap.experiments.archive import portable
+
+    config = {"dataset": {"path": "/data/bios"}, "training": {"seed": 0}}
+    metrics = {"bits": {"total": 1.0}, "quantize": {"bits": 8, "source_run_dir": "/x/runs/a"}}
+    rec = RunRecord("r", "r", None, config, {"kind": "bios"}, "finished", {}, metrics,
+                    {"host": "h"}, "h", "/x/runs/r", None, 0.0, 0.0)  # fmt: skip
+    out = portable(rec)
+    assert out["config"] == config and "run_dir" not in out
+    assert out["metrics"]["quantize"] == {"bits": 8}
+
+
 def test_import_keeps_finished_and_running_rows_and_replaces_failed_ones(tmp_path: Path):
     db, out = tmp_path / "kcap.db", tmp_path / "runs.jsonl"
     ids = _study(db)

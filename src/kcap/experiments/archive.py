@@ -5,7 +5,8 @@ belongs in git, and a study outlives the machine that ran it (a session's disk, 
 `kcap runs --export F.jsonl` writes every finished run, one JSON object a line, with all a
 report needs and nothing tied to the machine: config, manifest, parameter counts, metrics (the
 in-training history inlined from the run directory when the store does not hold it) and
-timings; run directories and other absolute paths are left out. `kcap runs --import F.jsonl`
+timings; run directories and other absolute paths are left out (the config is kept as run: its
+hash is the run's id). `kcap runs --import F.jsonl`
 adds such records to a store, created if missing: a run the store has finished, or is running
 now, is kept; a failed or interrupted row gives way to the finished record. Stores of several
 machines merge this way, and a sweep resumed on a store rebuilt from its export skips every
@@ -53,19 +54,19 @@ def portable(rec: RunRecord) -> dict[str, Any]:
         history = history_file(rec.run_dir)  # runs of `kcap train` keep it in their directory
         if history:
             metrics["history"] = list(history)
-    body = {
+    return {
+        "format": FORMAT,
         "run_id": rec.run_id,
         "name": rec.name,
-        "config": rec.config,
-        "manifest": rec.manifest,
+        "config": rec.config,  # as run: its hash is the run's id
+        "manifest": _machine_free(rec.manifest),
         "params": rec.params,
-        "metrics": metrics,
-        "timings": rec.timings,
+        "metrics": _machine_free(metrics),
+        "timings": _machine_free(rec.timings),
         "host": rec.host,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
     }
-    return {"format": FORMAT, **_machine_free(body)}
 
 
 def export_records(records: list[RunRecord], path: Path) -> int:
