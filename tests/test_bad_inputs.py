@@ -615,6 +615,12 @@ CASES = [
         r"/file exists and is not a directory$",
     ),
     Bad(
+        "unwritable-sweep-export",
+        lambda e: ["sweep", e.grid(), "--db", e.tmp / "k.db", "--export", e.file / "r.jsonl"],
+        "--export",
+        r"/file exists and is not a directory$",
+    ),
+    Bad(
         "import-missing-file",
         lambda e: ["runs", "--db", e.tmp / "new.db", "--import", e.tmp / "nope.jsonl"],
         "--import",

@@ -162,3 +162,27 @@ def test_a_worker_imports_its_run_modules_when_it_starts():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "True"]
+
+
+def test_export_keeps_the_studys_record_and_rebuilds_a_store_that_skips_it(tmp_path):
+    """--export: the finished runs as JSON lines, rewritten as each finishes; a store rebuilt
+    from the file on another machine lets the same sweep skip every run it holds."""
+    from kcap.experiments.archive import import_records, read_records
+
+    flag = tmp_path / "sw" / "fail"
+    flag.parent.mkdir(parents=True)
+    flag.touch()  # the FAIL_LR point fails: a failed run is not in the record
+    points = _grid(2, lrs=(1e-3, FAIL_LR))
+    out = tmp_path / "results" / "runs.jsonl"
+    out.parent.mkdir()
+    s = run_sweep(points, _opts(tmp_path, export=out), execute=fake_execute)
+    assert (s.finished, s.failed) == (2, 2)
+    recs = read_records(out)
+    ok = {p.run_id for p in points if p.config.training.lr != FAIL_LR}
+    assert {r.run_id for r in recs} == ok and all(r.metrics["R"] == 2.0 for r in recs)
+    elsewhere = tmp_path / "elsewhere"
+    with ResultsStore(elsewhere / "r.db") as store:
+        assert import_records(store, recs) == {"added": 2}
+    flag.unlink()
+    again = run_sweep(points, _opts(elsewhere), execute=fake_execute)
+    assert again.skipped == {"finished": 2} and (again.ran, again.finished) == (2, 2)

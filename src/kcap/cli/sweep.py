@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kcap.atomic import require_writable
+from kcap.errors import require
 from kcap.experiments.store import DEFAULT_DB, ResultsStore
 
 err = Console(stderr=True)
@@ -54,6 +56,12 @@ def sweep(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary (or list) as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Keep this file (kcap runs --export JSON lines) in step with the store: rewritten, "
+        "whole, each time a run finishes.",
+    ),
 ) -> None:
     """Run a grid of configs, skipping those already finished in the results store.
 
@@ -70,6 +78,9 @@ def sweep(
         run_sweep,
     )
 
+    if export is not None:
+        require_writable(export.parent, "--export")
+        require(not export.is_dir(), "--export", f"{export} is a directory")
     grid = load_grid(grid_file, set_)
     points = select(expand(grid), only)
     for skipped in grid.skipped:
@@ -109,6 +120,7 @@ def sweep(
         ray=ray,
         progress=progress and not json_out,
         pack=pack,
+        export=export,
     )
     if not json_out:
         err.print(
@@ -125,6 +137,7 @@ def sweep(
         + (["--pack", str(pack)] if pack > 1 else [])
         + [f"--set {shlex.quote(s)}" for s in set_]
         + [f"--only {shlex.quote(s)}" for s in only]
+        + ([f"--export {shlex.quote(str(export))}"] if export is not None else [])
     )
     try:
         summary = run_sweep(points, opts, name=grid.name)

@@ -578,7 +578,7 @@ def _quantizer(quantize: dict | None, preset_name: str) -> str:
     return quant_label_of(quantize)
 
 
-def history_file(run_dir: str | None) -> tuple:
+def history_file(run_dir: str | Path | None) -> tuple:
     """In-training measurements from RUN_DIR/metrics.jsonl (runs recorded by `kcap train`)."""
     path = Path(run_dir) / "metrics.jsonl" if run_dir else None
     if path is None or not path.is_file():

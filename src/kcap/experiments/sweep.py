@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from kcap.errors import KcapError
+from kcap.experiments.analysis import history_file
+from kcap.experiments.archive import export_records
 from kcap.experiments.grid import GridPoint, dataset_key
 from kcap.experiments.store import INTERRUPTED, LostClaim, ResultsStore, RunRecord
 from kcap.training import interrupt, runlock
@@ -93,6 +95,7 @@ class SweepOptions:
     heartbeat_every: float = 20.0
     stop_grace: float = 120.0  # after a stop signal, how long workers get to checkpoint
     pack: int = 1  # > 1: train up to this many points of one shape as one packed model
+    export: Path | None = None  # JSON lines of the store's finished runs, after each finish
 
 
 @dataclass
@@ -329,7 +332,7 @@ def _member_output(trainer, result, started: float, resumed: bool) -> dict:
     a resumed run: this leg's wall clock plus the training time of the legs before it."""
     summary = trainer.summary()
     metrics = result.to_dict()
-    metrics["history"] = _history(trainer.run_dir)
+    metrics["history"] = list(history_file(trainer.run_dir))  # in the store for remote runs
     timings = {
         "wall_s": time.time() - started + trainer.resumed_seconds,
         "train_s": summary["train_seconds"],
@@ -406,18 +409,6 @@ def execute_pack(task: dict) -> dict:
 def _error_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0][:500]
-
-
-def _history(run_dir: Path) -> list[dict]:
-    """The in-training measurements of metrics.jsonl (kept in the store for remote runs)."""
-    out = []
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if "measure" in rec:
-                out.append({"step": rec["step"], **rec["measure"]})
-    return out
 
 
 def _ray_task(fn: Callable[[dict], dict], task: dict, queue: Any) -> dict:
@@ -738,6 +729,8 @@ class _Driver:
         if ok:
             store.update_run(point.run_id, token=token, params=out["params"])
             self.summary.finished += 1
+            if self.opts.export is not None:  # a study's record survives this machine
+                export_records(store.list_runs("finished"), self.opts.export)
         else:
             lost = self.summary.skipped.get("lost its claim", 0)
             self.summary.skipped["lost its claim"] = lost + 1
