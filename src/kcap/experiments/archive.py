@@ -6,11 +6,11 @@ belongs in git, and a study outlives the machine that ran it (a session's disk, 
 report needs and nothing tied to the machine: config, manifest, parameter counts, metrics (the
 in-training history inlined from the run directory when the store does not hold it) and
 timings; run directories and other absolute paths are left out (the config is kept as run: its
-hash is the run's id). `kcap runs --import F.jsonl`
-adds such records to a store, created if missing: a run the store has finished, or is running
-now, is kept; a failed or interrupted row gives way to the finished record. Stores of several
-machines merge this way, and a sweep resumed on a store rebuilt from its export skips every
-run the export holds.
+hash is the run's id). `kcap sweep --export F.jsonl` rewrites the file each time a run finishes.
+`kcap runs --import F.jsonl` adds such records to a store, created if missing: a run the store
+has finished, or is running now, is kept; a failed or interrupted row gives way to the finished
+record. Stores of several machines merge this way, and a sweep resumed on a store rebuilt from
+its export skips every run the export holds.
 """
 
 from __future__ import annotations
