@@ -69,18 +69,24 @@ def data_bits(dataset: dict) -> dict[str, float]:
 def recipe_configs(scale: str, revs: list[str] = ()) -> dict[str, dict]:
     """run id -> full config (as recorded) of every run the recipes of this scale define, as
     they are now and as they were at each git revision in ``revs`` (a recipe since changed)."""
-    roots = [RECIPES]
+    out: dict[str, dict] = {}
+    _add_recipes(out, RECIPES, scale)
     for rev in revs:
-        tmp = Path(tempfile.mkdtemp(prefix=f"recipes-{rev}-"))
-        tree = subprocess.run(["git", "archive", rev, "configs"], check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=tree.stdout, check=True)
-        roots.append(tmp / "configs" / "recipes")
-    out = {}
-    for root in roots:
-        for path in sorted(root.glob(f"*-{scale}.yaml")):
-            for point in expand(load_grid(path)):
-                out.setdefault(point.run_id, point.config.model_dump())
+        with tempfile.TemporaryDirectory(prefix=f"recipes-{rev}-") as tmp:
+            tree = subprocess.run(
+                ["git", "archive", rev, "configs"], check=True, capture_output=True
+            )
+            subprocess.run(["tar", "-x", "-C", tmp], input=tree.stdout, check=True)
+            _add_recipes(out, Path(tmp) / "configs" / "recipes", scale)
     return out
+
+
+def _add_recipes(out: dict[str, dict], folder: Path, scale: str) -> None:
+    """Add the configs of the recipes of this scale in ``folder`` (a run id seen before keeps
+    its first config)."""
+    for path in sorted(folder.glob(f"*-{scale}.yaml")):
+        for point in expand(load_grid(path)):
+            out.setdefault(point.run_id, point.config.model_dump())
 
 
 def match(rows: list[dict], configs: dict[str, dict]) -> dict[str, dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kcap.errors import require
 
-__all__ = ["require_writable", "staged_dir", "write_text_atomic"]
+__all__ = ["require_writable", "require_writable_file", "staged_dir", "write_text_atomic"]
 
 
 def require_writable(path: Path, field: str) -> None:
@@ -30,6 +30,14 @@ def require_writable(path: Path, field: str) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     require(parent.is_dir() and _can_create_in(parent), field, f"{path} is not writable")
+
+
+def require_writable_file(path: Path, field: str) -> None:
+    """Refuse (a `KcapError` on ``field``) an output file ``path`` that is a folder, or whose
+    folder cannot be created or written."""
+    path = Path(path)
+    require_writable(path.parent, field)
+    require(not path.is_dir(), field, f"{path} is a directory")
 
 
 def _can_create_in(folder: Path) -> bool:

@@ -19,7 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from kcap.atomic import require_writable, write_text_atomic
+from kcap.atomic import require_writable, require_writable_file, write_text_atomic
 from kcap.errors import KcapError, require
 from kcap.experiments.analysis import arch_label, family_label
 from kcap.experiments.archive import export_records, import_records, read_records
@@ -211,8 +211,7 @@ def runs(
             raise KcapError("--status", f"must be one of {', '.join(STATUSES)}; got {status!r}")
         for path, flag in ((csv_out, "--csv"), (export, "--export")):
             if path is not None:
-                require_writable(path.parent, flag)
-                require(not path.is_dir(), flag, f"{path} is a directory")
+                require_writable_file(path, flag)
         if import_from:
             require(not (csv_out or export), "--import", "cannot be combined with --csv/--export")
             _import(db, import_from)

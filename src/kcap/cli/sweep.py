@@ -15,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kcap.atomic import require_writable
-from kcap.errors import require
+from kcap.atomic import require_writable_file
 from kcap.experiments.store import DEFAULT_DB, ResultsStore
 
 err = Console(stderr=True)
@@ -79,8 +78,7 @@ def sweep(
     )
 
     if export is not None:
-        require_writable(export.parent, "--export")
-        require(not export.is_dir(), "--export", f"{export} is a directory")
+        require_writable_file(export, "--export")
     grid = load_grid(grid_file, set_)
     points = select(expand(grid), only)
     for skipped in grid.skipped:
