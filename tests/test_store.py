@@ -527,6 +527,11 @@ def test_import_keeps_finished_and_running_rows_and_replaces_failed_ones(tmp_pat
             "format must be 'kcap-runs/1'; got 'kcap-runs/9'",
         ),
         ('{"format": "kcap-runs/1", "run_id": "x", "config": {"a": 1}}', "lacks metrics"),
+        (  # a record whose id was edited: a sweep would skip a config it never ran
+            '{"format": "kcap-runs/1", "run_id": "0123456789abcdef", "config": {"a": 2},'
+            ' "metrics": {"bits": {"total": 1.0}}}',
+            f"run_id 0123456789abcdef is not the hash of its config ({config_hash({'a': 2})})",
+        ),
     ],
 )
 def test_import_refuses_bad_lines_and_writes_nothing(tmp_path: Path, line: str, message: str):
@@ -534,7 +539,7 @@ def test_import_refuses_bad_lines_and_writes_nothing(tmp_path: Path, line: str, 
     good = json.dumps(
         {
             "format": "kcap-runs/1",
-            "run_id": "ok",
+            "run_id": config_hash({"a": 1}),
             "config": {"a": 1},
             "metrics": {"bits": {"total": 1.0}},
         }

@@ -10,7 +10,9 @@ hash is the run's id). `kcap sweep --export F.jsonl` rewrites the file each time
 `kcap runs --import F.jsonl` adds such records to a store, created if missing: a run the store
 has finished, or is running now, is kept; a failed or interrupted row gives way to the finished
 record. Stores of several machines merge this way, and a sweep resumed on a store rebuilt from
-its export skips every run the export holds.
+its export skips every run the export holds. A record whose run id is not the hash of its config
+(edited by hand, or cut from another record) is refused: a sweep would otherwise skip a config
+it never ran, on the strength of another's figures.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kcap.atomic import write_text_atomic
 from kcap.errors import KcapError
 from kcap.experiments.analysis import history_file
 from kcap.experiments.store import ResultsStore, RunRecord
+from kcap.training.config import config_hash
 
 __all__ = ["FORMAT", "export_records", "import_records", "portable", "read_records"]
 
@@ -96,6 +99,12 @@ def read_records(path: Path) -> list[RunRecord]:
             raise KcapError("--import", f"{where} lacks {', '.join(missing)}")
         if not isinstance(obj["config"], dict) or not isinstance(obj["metrics"], dict):
             raise KcapError("--import", f"{where}: config and metrics must be mappings")
+        if config_hash(obj["config"]) != str(obj["run_id"]):
+            raise KcapError(
+                "--import",
+                f"{where}: run_id {obj['run_id']} is not the hash of its config "
+                f"({config_hash(obj['config'])}); the record was altered",
+            )
         out.append(
             RunRecord(
                 run_id=str(obj["run_id"]),

@@ -245,7 +245,8 @@ def make_figures(out: Path, laws: list[Law], points: list[Point]) -> list[Figure
             out,
             "training",
             "Bits over training",
-            "no in-training measurements (set measurement.every)",
+            "no run recorded in-training measurements (a run needs measurement.every; "
+            "records rebuilt from CSV rows carry none)",
         )
     )
     figs.append(
