@@ -66,14 +66,18 @@ def links(path: Path) -> list[str]:
     return targets
 
 
-def broken_links(path: Path) -> list[str]:
-    """The links of ``path`` that lead nowhere, each with the reason."""
+def broken_links(path: Path, root: Path = ROOT) -> list[str]:
+    """The links of ``path`` that lead nowhere inside ``root``, each with the reason. Links out
+    of the checkout (the read-only `../shared/` beside it) are not checked: a clone elsewhere has
+    no such sibling."""
     bad = []
     for target in links(path):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ...
             continue
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.is_relative_to(root.resolve()):
+            continue
         if not dest.exists():
             bad.append(f"{target}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
@@ -90,13 +94,16 @@ def test_slug_matches_github_for_the_headings_we_link():
 
 
 def test_the_checker_finds_a_broken_link(tmp_path):
-    doc = tmp_path / "doc.md"
-    (tmp_path / "there.md").write_text("# A heading\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    doc = root / "doc.md"
+    (root / "there.md").write_text("# A heading\n")
     doc.write_text(
         "[ok](there.md#a-heading) [gone](missing.py) [bad anchor](there.md#nope)\n"
         "```\n[in code](nowhere.md)\n```\n[web](https://example.org)\n"
+        "[beside the checkout](../shared/SPEC.md)\n"
     )
-    assert broken_links(doc) == [
+    assert broken_links(doc, root) == [
         "missing.py: no such file",
         "there.md#nope: no heading #nope in there.md",
     ]

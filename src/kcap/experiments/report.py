@@ -102,7 +102,7 @@ def _capacity_figure(out: Path, law: Law) -> Figure:
         f"Bits stored against P for {law.label} ({describe_scale(law.points)}); dotted: the "
         f"data's bits for each N; peak R {law.peak_R:.2f}"
         + (f", fitted R {law.R:.2f}" if law.R is not None else ", no model reached capacity")
-        + (f"; {zero} runs stored 0 bits (off the log axes)" if zero else "")
+        + (f"; {zero} run{'s' * (zero > 1)} stored 0 bits (off the log axes)" if zero else "")
     )
     return Figure(slug, f"Capacity: {law.label}", caption)
 
