@@ -6,6 +6,7 @@ other test would notice."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -35,35 +36,35 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def anchors(path: Path) -> set[str]:
+def prose_lines(path: Path) -> list[str]:
+    """The lines of a Markdown file outside fenced code blocks (the fences themselves dropped)."""
+    lines, fenced = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+@functools.cache
+def anchors(path: Path) -> frozenset[str]:
     """The anchors of a Markdown file's headings (outside code blocks), numbered as GitHub
     numbers repeats (`name`, `name-1`, ...)."""
     seen: dict[str, int] = {}
     out: set[str] = set()
-    fenced = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if FENCE.match(line):
-            fenced = not fenced
-        if fenced or not line.startswith("#"):
-            continue
-        base = slug(line.lstrip("#"))
-        n = seen.get(base, 0)
-        seen[base] = n + 1
-        out.add(base if n == 0 else f"{base}-{n}")
-    return out
+    for line in prose_lines(path):
+        if line.startswith("#"):
+            base = slug(line.lstrip("#"))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out.add(base if n == 0 else f"{base}-{n}")
+    return frozenset(out)
 
 
 def links(path: Path) -> list[str]:
     """The link targets of a Markdown file, outside fenced code blocks."""
-    targets: list[str] = []
-    fenced = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if FENCE.match(line):
-            fenced = not fenced
-            continue
-        if not fenced:
-            targets += LINK.findall(line)
-    return targets
+    return [target for line in prose_lines(path) for target in LINK.findall(line)]
 
 
 def broken_links(path: Path, root: Path = ROOT) -> list[str]:

@@ -63,6 +63,7 @@ __all__ = [
     "Point",
     "analyse",
     "arch_label",
+    "count_text",
     "family_label",
     "fit_group",
     "load_points",
@@ -221,7 +222,7 @@ def number_text(x: float) -> str:
     return "∞" if math.isinf(x) else f"{x:.2f}"
 
 
-def _count(n: int, noun: str) -> str:
+def count_text(n: int, noun: str) -> str:
     """1 model, 3 models."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -317,7 +318,7 @@ def peak_of(points: list[Point]) -> Estimate:
         _rep_key(rep): max(p.R for p in v if (p.model, p.dataset) in runs)
         for rep, v in sorted(by_rep.items())
     }
-    return Estimate.of_replicates(per, f"the same {_count(len(runs), 'run')} each")
+    return Estimate.of_replicates(per, f"the same {count_text(len(runs), 'run')} each")
 
 
 @dataclass
@@ -790,7 +791,7 @@ def _law_ratio(cap: list[ModelCapacity]):
             _rep_key(rep): float(np.median([v[k] for k in same]))
             for rep, v in sorted(by_rep.items())
         }
-        est = Estimate.of_replicates(per_rep, f"the same {_count(len(same), 'model')} each")
+        est = Estimate.of_replicates(per_rep, f"the same {count_text(len(same), 'model')} each")
         return est.value, est.interval, "seeds", est.over, per_rep
     ((rep, _),) = by_rep.items()
     r = float(np.median(ratios))

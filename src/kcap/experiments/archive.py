@@ -99,11 +99,12 @@ def read_records(path: Path) -> list[RunRecord]:
             raise KcapError("--import", f"{where} lacks {', '.join(missing)}")
         if not isinstance(obj["config"], dict) or not isinstance(obj["metrics"], dict):
             raise KcapError("--import", f"{where}: config and metrics must be mappings")
-        if config_hash(obj["config"]) != str(obj["run_id"]):
+        digest = config_hash(obj["config"])
+        if digest != str(obj["run_id"]):
             raise KcapError(
                 "--import",
-                f"{where}: run_id {obj['run_id']} is not the hash of its config "
-                f"({config_hash(obj['config'])}); the record was altered",
+                f"{where}: run_id {obj['run_id']} is not the hash of its config ({digest}); "
+                "the record was altered",
             )
         out.append(
             RunRecord(

@@ -28,7 +28,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kcap.atomic import staged_dir
-from kcap.experiments.analysis import Law, Point, analyse, describe_scale, load_points
+from kcap.experiments.analysis import (
+    Law,
+    Point,
+    analyse,
+    count_text,
+    describe_scale,
+    load_points,
+)
 from kcap.experiments.paper import evaluate_all
 from kcap.experiments.store import ResultsStore
 
@@ -102,7 +109,7 @@ def _capacity_figure(out: Path, law: Law) -> Figure:
         f"Bits stored against P for {law.label} ({describe_scale(law.points)}); dotted: the "
         f"data's bits for each N; peak R {law.peak_R:.2f}"
         + (f", fitted R {law.R:.2f}" if law.R is not None else ", no model reached capacity")
-        + (f"; {zero} run{'s' * (zero > 1)} stored 0 bits (off the log axes)" if zero else "")
+        + (f"; {count_text(zero, 'run')} stored 0 bits (off the log axes)" if zero else "")
     )
     return Figure(slug, f"Capacity: {law.label}", caption)
 
