@@ -342,23 +342,45 @@ def test_cli_records_quantized_runs_once(trained):
     assert len(_rows(db)) == 6
 
 
-def test_cli_grid_quantizes_finished_runs(trained, tmp_path):
+def test_cli_grid_quantizes_finished_runs(tmp_path):
     from kcap.experiments.grid import expand, load_grid
 
-    run_dir, _ = trained
-    grid = tmp_path / "grid.yaml"
+    grid, sw, db = tmp_path / "grid.yaml", tmp_path / "sw", tmp_path / "g.db"
     base = {k: v for k, v in TINY.items() if k != "name"}
     grid.write_text(json.dumps({"name": "g", "base": base, "product": {"training.seed": [0, 1]}}))
     first, _ = expand(load_grid(grid))
-    shutil.copytree(run_dir, tmp_path / "sw" / "runs" / first.run_id)  # only one has finished
-    args = ["quantize", "--grid", grid, "--out", tmp_path / "sw", "--db", tmp_path / "g.db"]
+    # only the first point has finished
+    r = run("sweep", grid, "--out", sw, "--db", db, "--only", "training.seed=0")
+    assert r.exit_code == 0, r.output
+    args = ["quantize", "--grid", grid, "--out", sw, "--db", db]
     r = run(*args, "--bits", 4, "--method", "rtn")
     assert r.exit_code == 0, r.output
     assert "1 quantized, 0 skipped, 1 not finished, 0 failed" in r.output
-    (rec,) = _rows(tmp_path / "g.db")
-    assert rec.config["quantize"]["bits"] == 4 and rec.name == "tinyq-int4-rtn"
+    (rec,) = [x for x in _rows(db) if x.config.get("quantize")]
+    assert rec.config["quantize"]["bits"] == 4 and rec.name == f"{first.name}-int4-rtn"
     r = run(*args, "--bits", 4, "--method", "rtn", "--json")
     assert [row["state"] for row in json.loads(r.output)] == ["skipped", "not finished"]
+    # the run folders are gone (a store rebuilt on a new machine): the store still answers
+    shutil.rmtree(sw / "runs" / first.run_id)
+    r = run(*args, "--bits", 4, "--method", "rtn", "--json")
+    rows = json.loads(r.output)
+    assert [row["state"] for row in rows] == ["skipped", "not finished"]
+    assert rows[0]["run_id"] == rec.run_id and rows[0]["metrics"] == rec.metrics
+    r = run(*args, "--bits", 8, "--method", "rtn", "--json")  # another quantization: not recorded
+    assert [row["state"] for row in json.loads(r.output)] == ["not finished", "not finished"]
+    # records rebuilt from CSV rows (benchmarks/rebuild_store.py) keep the headline figures only:
+    # the reference is then the source run's record
+    brief = {k: rec.metrics[k] for k in ("P", "R", "bits", "data_bits", "recall_accuracy")}
+    with ResultsStore(db) as store:
+        store.finish_run(rec.run_id, metrics=brief)
+        store.finish_run(first.run_id, metrics={**brief, "R": 0.25, "bits": {"total": 123.0}})
+    r = run(*args, "--bits", 4, "--method", "rtn", "--json")
+    rows = json.loads(r.output)
+    assert [row["state"] for row in rows] == ["skipped", "not finished"]
+    assert rows[0]["reference"]["R"] == 0.25 and rows[0]["reference"]["bits"] == 123.0
+    assert rows[0]["reference"]["p1"] is None
+    r = run(*args, "--bits", 4, "--method", "rtn")
+    assert r.exit_code == 0 and "1 skipped" in r.output and "0.250" in r.output, r.output
 
 
 @pytest.mark.parametrize(

@@ -145,10 +145,12 @@ def _biography_tokens(dataset, people: int, seed: int) -> tuple[list[int], int]:
 
 @dataclass
 class Outcome:
-    """What one `quantize_run` did: the recorded metrics, and the unquantized reference."""
+    """What one `quantize_run` did: the recorded metrics, and the unquantized reference (`_brief`:
+    a missing figure is None)."""
 
     name: str
     run_id: str
+    label: str  # the quantization's label: int4-gptq, ...
     reference: dict
     metrics: dict
     skipped: bool
@@ -187,14 +189,10 @@ def quantize_run(
     run_id, name = config_hash(qconfig), f"{cfg.name}-{label}"
     out = Path(run_dir) / QUANTIZED_DIR / f"{label}-{run_id}"
     require_writable(out, "RUN_DIR")
-    rec = None
-    if Path(db).is_file():  # read (a store kcap cannot use fails here); created only at the end
-        with ResultsStore(db) as store:
-            rec = store.get(run_id)
-    else:
+    if not Path(db).is_file():  # created only at the end
         require_writable(Path(db).parent, "--db")
-    if rec is not None and rec.status == "finished" and not force:
-        return Outcome(name, run_id, rec.metrics["quantize"]["reference"], rec.metrics, True)
+    elif not force and (done := _recorded(db, [run_id], config_hash(cfg.model_dump()))):
+        return done
     metrics, timings, errors = _quantize_and_measure(
         Path(run_dir), settings, cfg, dataset, model, params
     )
@@ -216,7 +214,28 @@ def quantize_run(
             store.finish_run(
                 run_id, metrics=metrics, timings={**timings, "wall_s": time.time() - t0}
             )
-    return Outcome(name, run_id, metrics["quantize"]["reference"], metrics, False)
+    return Outcome(name, run_id, label, metrics["quantize"]["reference"], metrics, False)
+
+
+def _recorded(db: Path, run_ids: list[str], source_id: str) -> Outcome | None:
+    """The store's finished quantized run among ``run_ids`` (of the run ``source_id``), as a
+    skipped `Outcome`; None when there is none (or no store). A record rebuilt from a CSV row
+    (benchmarks/rebuild_store.py) kept only the headline figures: its reference is then the
+    source run's record. Reading a store kcap cannot use fails here."""
+    if not Path(db).is_file():
+        return None
+    with ResultsStore(db) as store:
+        for run_id in run_ids:
+            rec = store.get(run_id)
+            if rec is None or rec.status != "finished":
+                continue
+            ref = rec.metrics.get("quantize", {}).get("reference")
+            if ref is None:
+                source = store.get(source_id)
+                ref = _brief(source.metrics if source is not None else {})
+            label = quant_label_of(rec.config["quantize"])
+            return Outcome(rec.name, run_id, label, ref, rec.metrics, True)
+    return None
 
 
 def _quantize_and_measure(
@@ -270,16 +289,23 @@ def _quantize_and_measure(
     return metrics, timings, errors
 
 
+_BRIEF = ("bits", "data_bits", "P", "R", "recall_accuracy", "p1", "p2")
+
+
 def _brief(m: dict) -> dict:
-    return {
-        "bits": m["bits"]["total"],
-        "data_bits": m["data_bits"],
-        "P": m["P"],
-        "R": m["R"],
-        "recall_accuracy": m["recall_accuracy"],
-        "p1": m["p1"],
-        "p2": m["p2"],
-    }
+    """The headline figures of a measurement (or a store record's metrics); None where absent."""
+    brief = {k: m.get(k) for k in _BRIEF}
+    if isinstance(brief["bits"], dict):
+        brief["bits"] = brief["bits"]["total"]
+    return brief
+
+
+def _fmt(spec: str, value) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _fraction(m: dict) -> str:
+    return "-" if None in (m["bits"], m["data_bits"]) else f"{m['bits'] / m['data_bits']:.1%}"
 
 
 # ------------------------------------------------------------------------------ printing
@@ -288,26 +314,21 @@ def _brief(m: dict) -> dict:
 def print_comparison(o: Outcome) -> None:
     """Unquantized vs quantized: bits, fraction of the data's bits, R, recall, losses."""
     q, ref = _brief(o.metrics), o.reference
-    label = o.metrics["quantize"]
     table = Table(title=f"{o.name}{' (already recorded)' if o.skipped else ''}")
     table.add_column("")
     table.add_column("unquantized", justify="right")
-    table.add_column(quant_label_of(label), justify="right")
+    table.add_column(o.label, justify="right")
     rows = [
-        ("bits stored", "{:,.0f}", "bits"),
-        ("capacity ratio R (bits/param)", "{:.3f}", "R"),
-        ("recall accuracy", "{:.1%}", "recall_accuracy"),
-        ("p1 (nats)", "{:.3f}", "p1"),
-        ("p2 (nats)", "{:.3f}", "p2"),
+        ("P (same for both)", ",", "P"),
+        ("bits stored", ",.0f", "bits"),
+        ("capacity ratio R (bits/param)", ".3f", "R"),
+        ("recall accuracy", ".1%", "recall_accuracy"),
+        ("p1 (nats)", ".3f", "p1"),
+        ("p2 (nats)", ".3f", "p2"),
     ]
-    table.add_row("P (same for both)", f"{ref['P']:,}", f"{q['P']:,}")
-    for title, fmt, key in rows:
-        table.add_row(title, fmt.format(ref[key]), fmt.format(q[key]))
-    table.add_row(
-        "fraction of data bits",
-        f"{ref['bits'] / ref['data_bits']:.1%}",
-        f"{q['bits'] / q['data_bits']:.1%}",
-    )
+    for title, spec, key in rows:
+        table.add_row(title, _fmt(spec, ref[key]), _fmt(spec, q[key]))
+    table.add_row("fraction of data bits", _fraction(ref), _fraction(q))
     Console().print(table)
 
 
@@ -320,15 +341,15 @@ def _grid_table(rows: list[dict]) -> Table:
         if o is None:
             table.add_row(r["name"], r["state"], *["-"] * 5)
             continue
-        q = _brief(o.metrics)
+        q, ref = _brief(o.metrics), o.reference
         table.add_row(
             o.name,
             r["state"],
-            f"{o.reference['bits']:,.0f}",
-            f"{q['bits']:,.0f}",
-            f"{o.reference['R']:.3f}",
-            f"{q['R']:.3f}",
-            f"{q['recall_accuracy']:.1%}",
+            _fmt(",.0f", ref["bits"]),
+            _fmt(",.0f", q["bits"]),
+            _fmt(".3f", ref["R"]),
+            _fmt(".3f", q["R"]),
+            _fmt(".1%", q["recall_accuracy"]),
         )
     return table
 
@@ -391,7 +412,9 @@ def _quantize_grid(
     force: bool,
     json_out: bool,
 ) -> None:
-    """Every point of the grid whose run finished (RUN_DIR/measure.json), with a progress bar."""
+    """Every point of the grid whose run finished (RUN_DIR/measure.json), with a progress bar.
+    A point whose quantized run the store already holds is skipped (unless ``force``) even when
+    its run folder is gone, e.g. a store rebuilt from `kcap runs --import` on a new machine."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from kcap.experiments.grid import expand, load_grid
@@ -418,7 +441,10 @@ def _quantize_grid(
         for point in points:
             bar.update(task, description=point.name)
             run_dir = run_dir_of(opts, point)
-            if not (run_dir / MEASURE).is_file():
+            done = None if force else _recorded(db, _quantized_ids(point, settings), point.run_id)
+            if done is not None:
+                rows.append({"name": done.name, "state": "skipped", "outcome": done})
+            elif not (run_dir / MEASURE).is_file():
                 rows.append({"name": point.name, "state": "not finished"})
             else:
                 try:
@@ -448,6 +474,13 @@ def _quantize_grid(
             err.print(f"[red]failed[/] {r['name']}: {r['error']}")
     if failed:
         raise typer.Exit(1)
+
+
+def _quantized_ids(point, settings: QuantSettings) -> list[str]:
+    """The ids the quantized run of a grid point can have (`quantize_run`): whether the model has
+    experts is known once it is built, so both are tried; only one can be in the store."""
+    config = point.config.model_dump()
+    return [config_hash({**config, "quantize": settings.config(moe=m)}) for m in (False, True)]
 
 
 def _json_row(r: dict) -> dict:
