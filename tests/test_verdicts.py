@@ -242,6 +242,27 @@ def test_laws_pair_on_the_models_both_hold_at_capacity(tmp_path):
     assert pair in f.detail
 
 
+def test_a_one_seed_law_gives_way_to_peaks_that_pair_more_seeds(tmp_path):
+    """Result 8 as the lab ran it: seed 0 trained the 20k model on N = 3,200 and 6,400 (flat:
+    a law), seeds 1 and 2 on N = 6,400 only (no plateau: no law). int4 stores 0.3 of float
+    in every seed. The laws pair one seed (a ratio needs two: inconclusive); the peaks at
+    the N both ran pair three, and the verdict reads them."""
+    db = tmp_path / "r.db"
+    q4 = {"quantize": {"bits": 4, **INT}}
+    with ResultsStore(db) as store:
+        for seed, ns in ((0, (3200, 6400)), (1, (6400,)), (2, (6400,))):
+            for n in ns:
+                kw = {"n": n, "P": 20_000, "seed": seed, "biod": PROBE}
+                syn.record(store, R=0.5, **kw)
+                syn.record(store, R=0.15, **kw, **q4)
+    f = _findings(db)[8]
+    assert (
+        "fp/int4 peak at N = 3,200, 6,400 ratio 3.33 [3.33, 3.33] (range over 3 paired seeds)"
+        in (f.detail)
+    )
+    assert "✓ int4 loses more than 2×" in f.detail
+
+
 def test_architectures_pair_their_laws_by_size(tmp_path):
     """GPT2 at capacity at d 20 (R 0.5) and d 40 (R 1.0): law 0.75. LLaMA stores exactly what
     GPT2 does, but only its d 40 is at capacity (its d 20 ran one N): its law is 1.0, and laws
@@ -311,6 +332,35 @@ def test_a_model_is_at_capacity_only_where_every_seed_says_so(tmp_path):
     )
     assert law.n_at_capacity == 3 and law.interval_kind == "seeds"
     assert law.per_replicate == pytest.approx({"0/0": 1.0, "0/1": 1.1, "0/2": 1.2})
+
+
+def test_a_seed_run_at_one_n_does_not_vote_on_a_plateau(tmp_path):
+    """Seed 0 reads the 40k model flat over N = 3,200 and 6,400; seeds 1 and 2 ran it at 6,400
+    only (extra seeds for another comparison, as result 8's are): they can read no plateau,
+    so they neither take the model out of the law nor enter it. A seed that did read a
+    plateau and found none (seed 3: bits still rising) still takes it out."""
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for n in (3200, 6400):
+            syn.record(store, n=n, P=40_000, R=1.0, seed=0)
+        for seed in (1, 2):
+            syn.record(store, n=6400, P=40_000, R=0.9, seed=seed)
+    (law,) = analyse(load_points(db))
+    by_seed = {m.replicate: m for m in law.models}
+    assert by_seed[(0, 0)].at_capacity and by_seed[(0, 0)].why.endswith(
+        "(seed 0/1, 0/2: no plateau to read, no vote)"
+    )
+    assert not by_seed[(0, 1)].at_capacity and by_seed[(0, 1)].plateau is None
+    assert law.n_at_capacity == 1 and pytest.approx(1.0) == law.R
+    assert law.per_replicate == {"0/0": pytest.approx(1.0)}
+
+    with ResultsStore(db) as store:
+        syn.record(store, n=3200, P=40_000, R=0.6, seed=3)
+        syn.record(store, n=6400, P=40_000, R=0.9, seed=3)
+    (law,) = analyse(load_points(db))
+    assert law.n_at_capacity == 0
+    flat = next(m for m in law.models if m.replicate == (0, 0))
+    assert flat.why.endswith("but not in every seed (not at capacity in seed 0/3): not counted")
 
 
 def test_a_peak_over_seeds_still_names_the_highest_run_of_fewer_seeds(tmp_path):

@@ -29,7 +29,8 @@ Runs are grouped by (dataset family, exposures, architecture). Within a group:
   capacity *at that exposure count* whatever limits it: at 100 exposures models hold about half
   of what 1000 give them, and bits flat across N are what the paper reads as R. A shape run
   with several seeds is at capacity only where every seed that ran it is (`_every_seed`): seed
-  noise on a learning curve can make one seed's bits read flat.
+  noise on a learning curve can make one seed's bits read flat. A seed that could not read a
+  plateau (over-filled at one N only) does not vote.
 - **The law** is bits = R·P, with R the *median* of C(m)/P(m) over the models at capacity: the
   robust plateau of bits/P (an under-trained or oddly shaped model moves a median little, and
   the paper's claim is that the ratio is constant). ``slope`` is the least-squares exponent b of
@@ -700,19 +701,29 @@ def _every_seed(models: list[ModelCapacity]) -> list[ModelCapacity]:
     One seed's flat bits can be noise on a learning curve: at 100 exposures on the lab's probe,
     three seeds of one d-32 model stored 9.2k-13.7k bits of N = 400 and 12.7k-15.8k of N = 800,
     and only the seed that happened to store most of N = 400 read flat. The others' rows say
-    why they are not at capacity; the flat one says it was outvoted."""
+    why they are not at capacity; the flat one says it was outvoted.
+
+    A seed votes only where it could read a plateau (over-filled at two or more N): a seed run
+    at one N, as result 8's extra seeds are, can neither confirm nor deny one, and does not
+    take the model out of the law; the flat seed's row names the seeds that did not vote."""
     by_model: dict[tuple, list[ModelCapacity]] = defaultdict(list)
     for m in models:
         by_model[(m.model, m.setting)].append(m)
     for group in by_model.values():
-        not_at = [_rep_key(m.replicate) for m in group if not m.at_capacity]
-        if not not_at or len(not_at) == len(group):
+        voters = [m for m in group if m.plateau is not None]
+        not_at = [_rep_key(m.replicate) for m in voters if not m.at_capacity]
+        silent = [_rep_key(m.replicate) for m in group if m.plateau is None]
+        if len(not_at) == len(voters):
             continue
-        seeds = ", ".join(not_at)
         for m in group:
-            if m.at_capacity:
+            if not m.at_capacity:
+                continue
+            if not_at:
+                seeds = ", ".join(not_at)
                 m.at_capacity = False
                 m.why += f"; but not in every seed (not at capacity in seed {seeds}): not counted"
+            elif silent:
+                m.why += f" (seed {', '.join(silent)}: no plateau to read, no vote)"
     return models
 
 
