@@ -96,9 +96,9 @@ app.command("quantize", help="Quantize a run's weights (int8/4/3/2), then measur
 app.command(
     "extract", help="Knowledge extraction: QA fine-tune on half the people, test the other half."
 )(extract_cmd.extract_cmd)
-app.command("demo", help="The embedded default: a small end-to-end study on the CPU.")(
-    demo_cmd.demo
-)
+app.command(
+    "demo", help="The embedded default: a capacity law from three tiny models, in minutes on a CPU."
+)(demo_cmd.demo)
 app.command("export", help="Export a run as a Hugging Face checkpoint.")(export_cmd.export)
 app.command("sweep", help="Run a grid of configs, resumably, locally or on Ray.")(sweep_cmd.sweep)
 app.command("report", help="Plots and tables: the laws and the twelve results.")(report_cmd.report)

@@ -236,9 +236,11 @@ class _Heartbeat:
 def print_measurement(m: dict, summary: dict | None = None) -> None:
     from rich.table import Table
 
-    from kcap.experiments.run_report import measurement_rows, summary_rows
+    from kcap.experiments.run_report import is_random_strings, measurement_rows, summary_rows
 
-    rows = [*measurement_rows(m), ("p1 / p2 (nats)", f"{m['p1']:.3f} / {m['p2']:.3f}")]
+    rows = measurement_rows(m)
+    if not is_random_strings(m):
+        rows.append(("p1 / p2 (nats)", f"{m['p1']:.3f} / {m['p2']:.3f}"))
     if m["clipped"]:
         rows.append(("clipped at 0", ", ".join(m["clipped"])))
     if summary:

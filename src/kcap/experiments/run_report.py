@@ -16,12 +16,17 @@ import matplotlib.pyplot as plt
 def measurement_rows(m: dict) -> list[tuple[str, str]]:
     """(label, value) rows of a measurement, shared by the terminal table and the reports."""
     b = m["bits"]
-    return [
-        ("data bits", f"{m['data_bits']:,.0f}"),
-        (
+    stored = (
+        ("bits stored", f"{b['total']:,.0f}")
+        if is_random_strings(m)
+        else (
             "bits stored (name / value / diversity)",
             f"{b['total']:,.0f}  ({b['name']:,.0f} / {b['value']:,.0f} / {b['diversity']:,.0f})",
-        ),
+        )
+    )
+    return [
+        ("data bits", f"{m['data_bits']:,.0f}"),
+        stored,
         ("fraction of data bits stored", f"{b['total'] / m['data_bits']:.1%}"),
         ("P (counted params)", f"{m['P']:,}"),
         ("capacity ratio R (bits/param)", f"{m['R']:.3f}"),
@@ -29,6 +34,11 @@ def measurement_rows(m: dict) -> list[tuple[str, str]]:
         ("recall accuracy", f"{m['recall_accuracy']:.1%}"),
         *_detail_rows(m.get("details") or {}),
     ]
+
+
+def is_random_strings(m: dict) -> bool:
+    """Whether a measurement is of random strings: memorised bits, no names, values or p1/p2."""
+    return "fresh_floor_bits" in (m.get("details") or {})
 
 
 def _detail_rows(details: dict) -> list[tuple[str, str]]:
