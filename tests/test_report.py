@@ -240,8 +240,9 @@ def test_moe_runs_on_bioD_stand_in_for_bioS(tmp_path):
         for seed in (0, 1):
             for n in (800, 1600):
                 kw = {"n": n, "biod": probe, "exposures": 100, "seed": seed}
-                syn.record(store, P=50_000, R=0.3, **kw)
-                syn.record(store, P=171_000, R=0.1, preset="gpt2-2-2-moe32", **kw)
+                syn.record(store, P=50_000, R=0.3, preset="gpt2-2-2", **kw)
+                moe = {"preset": "gpt2-2-2-moe32", "overrides": {"d_model": 50}}  # dense d 50
+                syn.record(store, P=171_000, R=0.1, **moe, **kw)
     (finding,) = [f for c, f in evaluate_all(analyse(load_points(tmp_path / "r.db"))) if c.id == 9]
     assert "stand-in for bioS" in finding.scale
     # 3x below dense at 100 exposures, on two seeds: a main check fails, whatever else is missing

@@ -22,6 +22,8 @@ from kcap.experiments.store import ResultsStore
 PROBE = (8, 1, 128, 1, 128)  # the lab's bioD probe: 29.8k bits at N = 400, 116k at N = 1600
 OTHER = (4, 2, 64, 2, 32)  # a second bioD setting
 MOE = "gpt2-2-2-moe32"
+DENSE = "gpt2-2-2"  # the dense model MOE adds experts to: the same size (`analysis.size_of`)
+D50 = {"d_model": 50}  # a 50k-parameter dense model's width in `synthetic_runs` (P // 1000)
 INT = {"method": "gptq", "group_size": None, "sym": True, "act_order": True, "calib_people": 1000}
 
 
@@ -41,9 +43,10 @@ def test_groups_that_stored_all_their_data_are_not_compared(tmp_path):
             for n in (400, 800):
                 kw = {"n": n, "biod": PROBE, "seed": seed, "R": 10.0}  # capped at 97% of the data
                 for e in (1000, 100):
-                    syn.record(store, P=50_000, exposures=e, **kw)
-                    syn.record(store, P=170_000, exposures=e, preset=MOE, **kw)
-                syn.record(store, P=33_000, exposures=100, overrides={"mlp_ratio": 0}, **kw)
+                    syn.record(store, P=50_000, exposures=e, preset=DENSE, **kw)
+                    syn.record(store, P=170_000, exposures=e, preset=MOE, overrides=D50, **kw)
+                no_mlp = {"mlp_ratio": 0, **D50}
+                syn.record(store, P=33_000, exposures=100, preset=DENSE, overrides=no_mlp, **kw)
     f = _findings(db)
     why = "not possible: at N = 400, 800 a group stored ≥ 90% of its data"
     assert f[9].verdict == "inconclusive" and "3.40" not in f[9].detail
@@ -61,10 +64,10 @@ def test_ratio_reads_only_the_N_where_neither_group_was_data_limited(tmp_path):
             for e in (1000, 100):
                 kw = {"biod": PROBE, "seed": seed, "exposures": e}
                 for n in (400, 800):
-                    syn.record(store, n=n, P=50_000, R=10.0, **kw)
-                    syn.record(store, n=n, P=170_000, R=10.0, preset=MOE, **kw)
-                syn.record(store, n=1600, P=50_000, R=0.3, **kw)
-                syn.record(store, n=1600, P=170_000, R=0.1, preset=MOE, **kw)
+                    syn.record(store, n=n, P=50_000, R=10.0, preset=DENSE, **kw)
+                    syn.record(store, n=n, P=170_000, R=10.0, preset=MOE, overrides=D50, **kw)
+                syn.record(store, n=1600, P=50_000, R=0.3, preset=DENSE, **kw)
+                syn.record(store, n=1600, P=170_000, R=0.1, preset=MOE, overrides=D50, **kw)
     f = _findings(db)[9]
     assert "1000 exp. dense/MoE peak at N = 1,600 ratio 3.00 [3.00, 3.00]" in f.detail
     assert f.verdict == "not reproduced"  # 3x below dense, on two seeds
@@ -170,7 +173,7 @@ def test_moe_at_one_exposure_count_leaves_result_9_inconclusive(tmp_path):
     db = tmp_path / "r.db"
     with ResultsStore(db) as store:
         moe = {"preset": MOE, "exposures": 100}
-        _law_pair(store, ratio=1.2, base={"exposures": 100}, other=moe)
+        _law_pair(store, ratio=1.2, base={"exposures": 100, "preset": DENSE}, other=moe)
     f = _findings(db)[9]
     assert "✓ gpt2-moe32 only 1.5× below dense at 100 exposures" in f.detail
     assert "? gpt2-moe32 only 1.3× below dense at 1000 exposures (not measured)" in f.detail
@@ -451,3 +454,24 @@ def test_result_8_names_its_quantizers_and_flags_a_grid_other_than_the_papers(tm
     write_report(db, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| bioD | 1000 | gpt2 int8 | int8-gptq-asym-noact |" in md
+
+
+def test_peaks_pair_model_sizes(tmp_path):
+    """Result 5 at lab scale: GPT2 ran d 32 and d 48, LLaMA d 32 alone, at N = 800 and 1,600.
+    GPT2's d 48 stored 97% of N = 800 and R 1.2 of N = 1,600; both d 32s stored a third or
+    less, still rising (no law, so the peaks are compared). Unpaired, the peaks would close
+    N = 800 (GPT2's d 48 stored it all) and set GPT2's d 48 against LLaMA's d 32 at N = 1,600
+    (4.80); paired by size they read d 32 against d 32 at both N: 2.00, the architectures' own
+    difference."""
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for seed in (0, 1, 2):
+            for n in (800, 1600):
+                kw = {"n": n, "biod": PROBE, "seed": seed, "preset": DENSE}
+                syn.record(store, P=48_000, R=1.2, **kw)
+                rising = 0.3 if n == 800 else 0.5
+                syn.record(store, P=32_000, R=rising, **kw)
+                syn.record(store, P=32_000, R=rising / 2, **{**kw, "preset": "llama-2-2"})
+    detail = _findings(db)[5].detail
+    assert "GPT2/llama peak at N = 800, 1,600 on the sizes both ran (2-2,d_model=32)" in detail
+    assert "ratio 2.00 [2.00, 2.00]" in detail and "4.80" not in detail

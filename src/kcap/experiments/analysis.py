@@ -357,9 +357,18 @@ class Law:
         raw = f"{self.family}-e{self.exposures}-{self.arch}{q}"
         return "".join(c if c.isalnum() or c in "-_" else "-" for c in raw).lower()
 
-    def peak_estimate(self, ns: set[int] | None = None) -> Estimate:
-        """Peak bits/P over the runs at these N (every N by default), with its interval."""
-        return peak_of([p for p in self.points if ns is None or p.n in ns])
+    def sizes(self) -> set[str]:
+        """The model sizes (`size_of`: the architecture left out) this group ran."""
+        return {size_of(p.model) for p in self.points}
+
+    def points_of(self, sizes: set[str] | None = None) -> list[Point]:
+        """The runs of models of these sizes (every run by default)."""
+        return [p for p in self.points if sizes is None or size_of(p.model) in sizes]
+
+    def peak_estimate(self, ns: set[int] | None = None, sizes: set[str] | None = None) -> Estimate:
+        """Peak bits/P over the runs at these N (every N by default) of models of these sizes
+        (every size by default), with its interval."""
+        return peak_of([p for p in self.points_of(sizes) if ns is None or p.n in ns])
 
     @property
     def estimate(self) -> Estimate | None:
@@ -382,16 +391,19 @@ class Law:
             return None
         return _law_estimate(*_law_ratio(cap))
 
-    def open_ns(self, data_limited: float = DATA_LIMITED) -> set[int]:
-        """The N where no replicate's best run (highest bits/P) stored ``data_limited`` of the
-        data or more: only there does a peak measure the models rather than the data's size."""
+    def open_ns(
+        self, data_limited: float = DATA_LIMITED, sizes: set[str] | None = None
+    ) -> set[int]:
+        """The N where no replicate's best run (highest bits/P) of models of these sizes (every
+        size by default) stored ``data_limited`` of the data or more: only there does a peak
+        measure the models rather than the data's size."""
         best: dict[tuple, Point] = {}
-        for p in self.points:
+        for p in self.points_of(sizes):
             key = (p.n, p.replicate)
             if key not in best or p.R > best[key].R:
                 best[key] = p
         closed = {n for (n, _), p in best.items() if p.fraction >= data_limited}
-        return set(self.peak_per_n) - closed
+        return {n for n, _ in best} - closed
 
     @property
     def quantizers(self) -> list[str]:

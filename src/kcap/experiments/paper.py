@@ -207,16 +207,27 @@ def _law_ratio(a: Law, b: Law) -> _Ratio | None:
 
 
 def _peak_ratio(a: Law, b: Law) -> _Ratio:
-    """The peaks' ratio over the N both ran where neither stored ≥ 90% of its data."""
-    shared_n = set(a.peak_per_n) & set(b.peak_per_n)
+    """The peaks' ratio over the model sizes both ran and the N both ran them at where neither
+    stored ≥ 90% of its data.
+
+    Peaks pair by size for the reason laws do (`_ratio`): a GPT2 group of d 16 to d 32 against
+    a LLaMA group of d 24 alone would otherwise set GPT2's d 32 against LLaMA's d 24, or close
+    an N because GPT2's d 32 stored all of it while both d 24s stored a third."""
+    sizes = a.sizes() & b.sizes()
+    if not sizes:
+        return _Ratio(None, why="not possible: no model size run by both")
+    shared_n = {p.n for p in a.points_of(sizes)} & {p.n for p in b.points_of(sizes)}
     if not shared_n:
         return _Ratio(None, why="not possible: no N run by both")
-    ns = shared_n & a.open_ns() & b.open_ns()
+    ns = shared_n & a.open_ns(sizes=sizes) & b.open_ns(sizes=sizes)
     if not ns:
         limit = f"{DATA_LIMITED:.0%}"
         why = f"not possible: at N = {_ns(shared_n)} a group stored ≥ {limit} of its data"
         return _Ratio(None, why=why)
-    kind, est = f"peak at N = {_ns(ns)}", ratio_of(a.peak_estimate(ns), b.peak_estimate(ns))
+    kind = f"peak at N = {_ns(ns)}"
+    if sizes != a.sizes() or sizes != b.sizes():
+        kind += f" on the sizes both ran ({', '.join(sorted(sizes))})"
+    est = ratio_of(a.peak_estimate(ns, sizes), b.peak_estimate(ns, sizes))
     return _Ratio(est, kind, "" if est is not None else "neither stored any bits")
 
 

@@ -119,9 +119,13 @@ def architecture_bars(laws: list[Law], exposures: int) -> tuple[list, set[int]]:
     ``exposures``, and the N their peaks are read over. A fitted R comes with its interval; a
     group with no model at capacity shows its peak R over the N every group ran at (peaks
     compare fairly only over the same N: bits may still rise with N), with several seeds the
-    mean of each seed's peak and their range."""
+    mean of each seed's peak and their range. Peaks are read on the model sizes every group ran
+    (`analysis.size_of`), where there are any: a larger baseline model is not an architecture's
+    gain."""
     fams = [law for law in laws if law.exposures == exposures and law.quant is None]
-    common = set.intersection(*(set(law.peak_per_n) for law in fams)) if fams else set()
+    sizes = set.intersection(*(law.sizes() for law in fams)) if fams else set()
+    ran = [{p.n for p in law.points_of(sizes or None)} for law in fams]
+    common = set.intersection(*ran) if ran else set()
     bars = []
     for law in fams:
         label = f"{law.arch}\n{law.family}"
@@ -129,7 +133,7 @@ def architecture_bars(laws: list[Law], exposures: int) -> tuple[list, set[int]]:
             lo, hi = law.interval or (law.R, law.R)
             bars.append((label, law.R, lo, hi, True))
         else:
-            est = law.peak_estimate(common or None)
+            est = law.peak_estimate(common or None, sizes or None)
             lo, hi = est.interval or (est.value, est.value)
             bars.append((label, est.value, lo, hi, False))
     return bars, common
