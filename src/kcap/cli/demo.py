@@ -41,9 +41,12 @@ def demo(
         shutil.rmtree(out)
     db = db or out / "kcap.db"
     console = Console()
+    first = points[0].config
+    widths = {p.config.model.overrides.get("d_model") for p in points}
     console.print(
-        f"kcap demo: {len(points)} runs, 3 GPT2-2-2 widths x 2 sets of random strings, "
-        f"{points[0].config.training.exposures} exposures; {workers} worker(s)"
+        f"kcap demo: {len(points)} runs, {len(widths)} {first.model.preset.upper()} widths x "
+        f"{len(points) // len(widths)} sets of random strings, {first.training.exposures} "
+        f"exposures; {workers} worker(s)"
     )
     t0 = time.time()
     opts = SweepOptions(db=db, out=out / "sweep", workers=workers, threads=1)

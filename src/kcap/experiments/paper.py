@@ -213,7 +213,8 @@ def _peak_ratio(a: Law, b: Law) -> _Ratio:
     Peaks pair by size for the reason laws do (`_ratio`): a GPT2 group of d 16 to d 32 against
     a LLaMA group of d 24 alone would otherwise set GPT2's d 32 against LLaMA's d 24, or close
     an N because GPT2's d 32 stored all of it while both d 24s stored a third."""
-    sizes = a.sizes() & b.sizes()
+    sizes_a, sizes_b = a.sizes(), b.sizes()
+    sizes = sizes_a & sizes_b
     if not sizes:
         return _Ratio(None, why="not possible: no model size run by both")
     shared_n = {p.n for p in a.points_of(sizes)} & {p.n for p in b.points_of(sizes)}
@@ -225,7 +226,7 @@ def _peak_ratio(a: Law, b: Law) -> _Ratio:
         why = f"not possible: at N = {_ns(shared_n)} a group stored ≥ {limit} of its data"
         return _Ratio(None, why=why)
     kind = f"peak at N = {_ns(ns)}"
-    if sizes != a.sizes() or sizes != b.sizes():
+    if sizes != sizes_a or sizes != sizes_b:
         kind += f" on the sizes both ran ({', '.join(sorted(sizes))})"
     est = ratio_of(a.peak_estimate(ns, sizes), b.peak_estimate(ns, sizes))
     return _Ratio(est, kind, "" if est is not None else "neither stored any bits")
