@@ -25,8 +25,9 @@ Every figure carries its interval and what it is over (`analysis.Estimate`): the
 seeds (replicates paired on the same models), a bootstrap or range over models of one seed, or
 none ("—"). A check passes when the whole interval meets its threshold, fails when the whole
 interval misses it, and is "not distinguishable" (so inconclusive) when a threshold falls inside
-it. A ratio between groups needs two or more seeds in both: with one seed it is shown, not
-judged (seed noise is a few percent; the claims turn on 5-10% effects).
+it. A ratio between groups needs `MIN_RATIO_SEEDS` (three) or more paired seeds: with fewer it is
+shown, not judged (at lab scale one seed moves a figure by up to a third; the claims turn on
+10-30% effects).
 Tolerances: "≥ 2" passes at 1.9, "≤ 2.3" at 2.4, "about" means within 20%.
 
 The paper measures results 1 and 4-12 on bioS. Tiny CPU models learn bioS's ~300 sentence
@@ -74,6 +75,9 @@ PAPER_BASE, LAB_BASE = "bioS", "bioD"
 #: The one bioD setting that stands in for bioS: the lab's probe
 #: (configs/recipes/shared/lab-probe.yaml). Other bioD settings are result 3's, not the stand-in.
 LAB_PROBE = "bioD k=8 c=1 d=128 l=1 t=128"
+# paired seeds a ratio between groups must rest on before it is judged (the brief: comparisons
+# run >= 3 seeds); with fewer the ratio and its range are shown, and the check reads "?"
+MIN_RATIO_SEEDS = 3
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not yet measured")
 
 
@@ -140,9 +144,9 @@ def _all(results: Iterable[bool | None]) -> bool | None:
 
 def _judge(est: Estimate, low: float, high: float, *, ratio: bool) -> tuple[bool | None, str]:
     """Whether ``est`` lies in [low, high], with a note where that cannot be said: a ratio of
-    one seed, or a bound inside the interval."""
-    if ratio and est.seeds < 2:
-        return None, "; a ratio needs ≥ 2 seeds"
+    fewer than `MIN_RATIO_SEEDS` seeds, or a bound inside the interval."""
+    if ratio and est.seeds < MIN_RATIO_SEEDS:
+        return None, f"; a ratio needs ≥ {MIN_RATIO_SEEDS} seeds"
     passed = est.against(low, high)
     return passed, "; not distinguishable" if passed is None else ""
 
@@ -182,12 +186,13 @@ def _ratio(a: Law | None, b: Law | None, missing: str) -> _Ratio:
     Laws pair by size because at lab scale R changes with P: a LLaMA law on d 32 alone against a
     GPT2 law on d 24 and d 32 would read the two sizes' difference as the architecture's, and an
     int8 law on d 24 alone against a float law on both would read it as int8's loss. A law
-    ratio that rests on one seed gives way to the peaks when they pair more seeds (extra seeds
-    run at one N, as result 8's, show no plateau, so only the peaks can use them)."""
+    ratio that rests on fewer than `MIN_RATIO_SEEDS` seeds gives way to the peaks when they pair
+    more seeds (extra seeds run at one N, as result 8's, show no plateau, so only the peaks can
+    use them)."""
     if a is None or b is None:
         return _Ratio(None, why=missing)
     law = _law_ratio(a, b)
-    if law is not None and (law.est is None or law.est.seeds >= 2):
+    if law is not None and (law.est is None or law.est.seeds >= MIN_RATIO_SEEDS):
         return law
     peak = _peak_ratio(a, b)
     if law is not None and (peak.est is None or peak.est.seeds <= law.est.seeds):

@@ -676,7 +676,7 @@ _METHOD = (
     "or more. Verdicts: 'reproduced' when every check holds; 'not reproduced' when a main check"
     " fails; 'partly' when a secondary check fails or could not be made; 'inconclusive' when a "
     "main check could not be made: runs of a sub-setting missing, no comparable N, a ratio from"
-    " fewer than two seeds, or a threshold inside the interval (not distinguishable). '≥ 2' "
+    " fewer than three seeds, or a threshold inside the interval (not distinguishable). '≥ 2' "
     "passes at 1.9 and '≤ 2.3' at 2.4."
 )
 
