@@ -25,9 +25,9 @@ Every figure carries its interval and what it is over (`analysis.Estimate`): the
 seeds (replicates paired on the same models), a bootstrap or range over models of one seed, or
 none ("—"). A check passes when the whole interval meets its threshold, fails when the whole
 interval misses it, and is "not distinguishable" (so inconclusive) when a threshold falls inside
-it. A ratio between groups needs `MIN_RATIO_SEEDS` (three) or more paired seeds: with fewer it is
-shown, not judged (at lab scale one seed moves a figure by up to a third; the claims turn on
-10-30% effects).
+it. A ratio between groups needs `MIN_RATIO_SEEDS` (three) or more seeds in both groups: with
+fewer it is shown, not judged (at lab scale one seed moves a figure by up to a third; the claims
+turn on 10-30% effects).
 Tolerances: "≥ 2" passes at 1.9, "≤ 2.3" at 2.4, "about" means within 20%.
 
 The paper measures results 1 and 4-12 on bioS. Tiny CPU models learn bioS's ~300 sentence
@@ -75,7 +75,7 @@ PAPER_BASE, LAB_BASE = "bioS", "bioD"
 #: The one bioD setting that stands in for bioS: the lab's probe
 #: (configs/recipes/shared/lab-probe.yaml). Other bioD settings are result 3's, not the stand-in.
 LAB_PROBE = "bioD k=8 c=1 d=128 l=1 t=128"
-# paired seeds a ratio between groups must rest on before it is judged (the brief: comparisons
+# seeds a ratio between groups must rest on before it is judged (the brief: comparisons
 # run >= 3 seeds); with fewer the ratio and its range are shown, and the check reads "?"
 MIN_RATIO_SEEDS = 3
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not yet measured")

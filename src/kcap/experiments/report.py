@@ -36,7 +36,7 @@ from kcap.experiments.analysis import (
     describe_scale,
     load_points,
 )
-from kcap.experiments.paper import evaluate_all
+from kcap.experiments.paper import MIN_RATIO_SEEDS, evaluate_all
 from kcap.experiments.store import ResultsStore
 
 __all__ = ["Figure", "write_report"]
@@ -676,8 +676,8 @@ _METHOD = (
     "or more. Verdicts: 'reproduced' when every check holds; 'not reproduced' when a main check"
     " fails; 'partly' when a secondary check fails or could not be made; 'inconclusive' when a "
     "main check could not be made: runs of a sub-setting missing, no comparable N, a ratio from"
-    " fewer than three seeds, or a threshold inside the interval (not distinguishable). '≥ 2' "
-    "passes at 1.9 and '≤ 2.3' at 2.4."
+    f" fewer than {MIN_RATIO_SEEDS} seeds, or a threshold inside the interval (not "
+    "distinguishable). '≥ 2' passes at 1.9 and '≤ 2.3' at 2.4."
 )
 
 
