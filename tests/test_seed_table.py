@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_table.py"
 spec = importlib.util.spec_from_file_location("seed_table", SCRIPT)
 seed_table = importlib.util.module_from_spec(spec)
@@ -23,3 +25,27 @@ def test_cells_are_the_mean_over_seeds_with_their_range_and_count():
     assert table[2] == "| gpt2 d 32 | 50,000-50,000 | 0.30 [0.20, 0.40] (3) | — |"
     assert table[3] == "| llama d 32 | 50,000-50,000 | 0.25 (1) | 0.50 (1) |"
     assert len(table) == 4  # the 1000-exposure and d-16 rows are left out
+
+
+def test_two_settings_of_one_family_are_two_rows_not_more_seeds():
+    # bioD's K 8 C 1 and K 4 C 2 hold the same data bits; only the run name tells them apart
+    rows = [_row("gpt2", 800, s, r) for s, r in enumerate((0.5, 0.6, 0.7))]
+    rows.append(_row("gpt2", 800, 0, 1.5))
+    for i, r in enumerate(rows):
+        setting = "k4c2d128l1t128" if i == 3 else "k8c1d128l1t128"
+        r.update(
+            run_id=f"id{i}", preset="gpt2-2-2", name=f"biod-n800-{setting}-gpt2-2-2-d32+-e100-x"
+        )
+    table = seed_table.seed_table(rows, 100).splitlines()
+    assert table[2] == "| gpt2 d 32 (biod-k4c2d128l1t128) | 50,000-50,000 | 1.50 (1) |"
+    assert table[3] == "| gpt2 d 32 (biod-k8c1d128l1t128) | 50,000-50,000 | 0.60 [0.50, 0.70] (3) |"
+    only = seed_table.seed_table(rows, 100, dataset="k8c1").splitlines()
+    assert only[2] == "| gpt2 d 32 | 50,000-50,000 | 0.60 [0.50, 0.70] (3) |" and len(only) == 3
+
+
+def test_a_seed_counted_twice_stops_the_table_with_both_run_ids():
+    rows = [_row("gpt2", 400, 0, 0.2), _row("gpt2", 400, 0, 0.3)]  # e.g. two learning rates
+    for i, r in enumerate(rows):
+        r.update(run_id=f"run{i}", preset="gpt2-2-2", name="biod-n400-k8c1d128l1t128-gpt2-2-2-x")
+    with pytest.raises(ValueError, match="run0 and run1"):
+        seed_table.seed_table(rows, 100)
