@@ -9,26 +9,28 @@ with their run ids. A model whose range overlaps the baseline's at every N is no
 distinguishable from it there.
 
     python benchmarks/seed_table.py results/lab/recipes-v2/runs.csv --exposures 100 --d-model 32 \
-        --family bioD
+        --family bioD --dataset "k=8 c=1"
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 
 def dataset_setting(row: dict) -> str:
-    """The dataset a run trained on, without its N: the run name up to the model preset, e.g.
-    ``biod-k8c1d128l1t128`` of ``biod-n1600-k8c1d128l1t128-gpt2-2-2-d24+-e1000-17e665`` (bioD's
-    settings with one family and data bits can differ: K 8 C 1 and K 4 C 2 hold the same bits)."""
-    name, preset = row.get("name", ""), row.get("preset", "")
-    cut = name.find(f"-{preset}-") if preset else -1
-    return re.sub(r"-n\d+(?=-|$)", "", name[:cut]) if cut > 0 else row["family"]
+    """The dataset a run trained on, without its N: the CSV's ``setting`` column (the analysis's
+    label, e.g. ``bioD k=8 c=1 d=128 l=1 t=128``; bioD's settings with one family and data bits
+    can differ: K 8 C 1 and K 4 C 2 hold the same bits)."""
+    if not row.get("setting"):
+        raise ValueError(
+            f"run {row.get('run_id', '?')} has no dataset setting: the CSV predates the column; "
+            "write it again with `kcap runs --csv`"
+        )
+    return row["setting"]
 
 
 def seed_table(
@@ -91,7 +93,9 @@ def main() -> None:
     ap.add_argument("--exposures", type=int, required=True)
     ap.add_argument("--d-model", type=int)
     ap.add_argument("--family")
-    ap.add_argument("--dataset", help="keep the runs whose dataset setting contains this")
+    ap.add_argument(
+        "--dataset", help='keep the runs whose dataset setting contains this (e.g. "k=8 c=1")'
+    )
     a = ap.parse_args()
     with a.csv.open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -11,9 +11,12 @@ seed_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(seed_table)
 
 
+PROBE = "bioD k=8 c=1 d=128 l=1 t=128"
+
+
 def _row(arch: str, n: int, seed: int, R: float, exposures: int = 100, d: int = 32) -> dict:
     return {"arch": arch, "N": n, "seed": seed, "R": R, "P": 50_000, "exposures": exposures,
-            "d_model": d, "family": "bioD", "quantize": ""}  # fmt: skip
+            "d_model": d, "family": "bioD", "setting": PROBE, "quantize": ""}  # fmt: skip
 
 
 def test_cells_are_the_mean_over_seeds_with_their_range_and_count():
@@ -28,19 +31,46 @@ def test_cells_are_the_mean_over_seeds_with_their_range_and_count():
 
 
 def test_two_settings_of_one_family_are_two_rows_not_more_seeds():
-    # bioD's K 8 C 1 and K 4 C 2 hold the same data bits; only the run name tells them apart
+    # bioD's K 8 C 1 and K 4 C 2 hold the same data bits; only the setting tells them apart
     rows = [_row("gpt2", 800, s, r) for s, r in enumerate((0.5, 0.6, 0.7))]
     rows.append(_row("gpt2", 800, 0, 1.5))
+    rows[3]["setting"] = "bioD k=4 c=2 d=128 l=1 t=128"
     for i, r in enumerate(rows):
-        setting = "k4c2d128l1t128" if i == 3 else "k8c1d128l1t128"
-        r.update(
-            run_id=f"id{i}", preset="gpt2-2-2", name=f"biod-n800-{setting}-gpt2-2-2-d32+-e100-x"
-        )
+        r["run_id"] = f"id{i}"
     table = seed_table.seed_table(rows, 100).splitlines()
-    assert table[2] == "| gpt2 d 32 (biod-k4c2d128l1t128) | 50,000-50,000 | 1.50 (1) |"
-    assert table[3] == "| gpt2 d 32 (biod-k8c1d128l1t128) | 50,000-50,000 | 0.60 [0.50, 0.70] (3) |"
-    only = seed_table.seed_table(rows, 100, dataset="k8c1").splitlines()
+    assert table[2] == "| gpt2 d 32 (bioD k=4 c=2 d=128 l=1 t=128) | 50,000-50,000 | 1.50 (1) |"
+    assert table[3] == f"| gpt2 d 32 ({PROBE}) | 50,000-50,000 | 0.60 [0.50, 0.70] (3) |"
+    only = seed_table.seed_table(rows, 100, dataset="k=8 c=1").splitlines()
     assert only[2] == "| gpt2 d 32 | 50,000-50,000 | 0.60 [0.50, 0.70] (3) |" and len(only) == 3
+
+
+def test_a_csv_without_the_setting_column_is_refused_not_guessed():
+    rows = [_row("gpt2", 400, 0, 0.2)]
+    del rows[0]["setting"]
+    with pytest.raises(ValueError, match="kcap runs --csv"):
+        seed_table.seed_table(rows, 100)
+
+
+def test_the_setting_column_is_what_kcap_runs_writes(tmp_path):
+    # end to end: two settings of one family in a store come out as two rows of the table
+    import csv
+
+    from typer.testing import CliRunner
+
+    import synthetic_runs as syn
+    from kcap.cli.main import app
+    from kcap.experiments.store import ResultsStore
+
+    db = tmp_path / "kcap.db"
+    with ResultsStore(db) as store:
+        for biod in ((8, 1, 128, 1, 128), (4, 2, 128, 1, 128)):
+            syn.record(store, n=800, P=40_000, R=1.0, biod=biod)
+    out = tmp_path / "runs.csv"
+    res = CliRunner().invoke(app, ["runs", "--db", str(db), "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    table = seed_table.seed_table(rows, 1000).splitlines()
+    assert len(table) == 4 and "(bioD k=4 c=2 d=128 l=1 t=128)" in table[2]
 
 
 def test_a_seed_counted_twice_stops_the_table_with_both_run_ids():

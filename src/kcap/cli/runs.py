@@ -21,7 +21,7 @@ from rich.text import Text
 
 from kcap.atomic import require_writable, require_writable_file, write_text_atomic
 from kcap.errors import KcapError, require
-from kcap.experiments.analysis import arch_label, family_label
+from kcap.experiments.analysis import arch_label, dataset_label, family_label, setting_of
 from kcap.experiments.archive import export_records, import_records, read_records
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
 from kcap.models.quantize import quant_label_of
@@ -118,8 +118,8 @@ def _row(rec: RunRecord) -> list[str]:
 
 #: Columns of ``--csv``: one row per finished run, what a results table or a plot needs.
 CSV_COLUMNS = (
-    "run_id", "name", "family", "N", "exposures", "arch", "quantize", "preset", "d_model", "lr",
-    "P",
+    "run_id", "name", "family", "setting", "N", "exposures", "arch", "quantize", "preset",
+    "d_model", "lr", "P",
     "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
     # what an ablation varies, and capacity per non-embedding parameter (issue 11)
@@ -145,6 +145,7 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "run_id": rec.run_id,
         "name": rec.name,
         "family": family_label(cfg.get("dataset", {})),
+        "setting": setting_of(dataset_label(rec)),  # the dataset without its N (analysis's)
         "N": m.get("n_people"),
         "exposures": cfg.get("training", {}).get("exposures"),
         "arch": arch_label(model.get("preset", ""), overrides),

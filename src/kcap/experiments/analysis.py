@@ -158,7 +158,7 @@ class Point:
     @property
     def setting(self) -> str:
         """The dataset without its N (a bioD setting is one K, C, D, L, T)."""
-        return " ".join(t for t in self.dataset.split() if not t.startswith("n="))
+        return setting_of(self.dataset)
 
     @property
     def R_max(self) -> float:
@@ -528,6 +528,30 @@ def _si(x: float) -> str:
 # ------------------------------------------------------------------------------ points
 
 
+def dataset_label(rec: RunRecord) -> str:
+    """What a run trained on, as the analysis tells datasets apart: the family, N and whatever
+    else makes other data (bioD's K, C, D, L, T, a cut name pool, another tokenizer, the
+    population of repetitive junk), e.g. ``bioD n=800 k=8 c=1 d=128 l=1 t=128``."""
+    d = rec.config.get("dataset", {})
+    dparams = (rec.manifest or {}).get("params") or {}
+    n = int(rec.metrics.get("n_people") or dparams.get("n") or d.get("n") or 0)
+    ident = [family_label(d), f"n={n}"]
+    if d.get("kind") == "biod" or d.get("useful") == "biod":
+        ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
+    if d.get("name_pool"):  # cut name pools: other names, other data
+        ident.append(f"name_pool={d['name_pool']}")
+    if d.get("tokenizer", "bpe") != "bpe":  # the same people in other tokens
+        ident.append(f"tokenizer={d['tokenizer']}")
+    if d.get("junk_n"):  # repetitive junk of another population: other data, never merged
+        ident.append(f"junk_n={d['junk_n']}")
+    return " ".join(ident)
+
+
+def setting_of(dataset: str) -> str:
+    """A `dataset_label` without its N: the *setting* whose datasets a capacity is read over."""
+    return " ".join(t for t in dataset.split() if not t.startswith("n="))
+
+
 def points_from_records(records: list[RunRecord]) -> list[Point]:
     """Points of the finished runs that carry a measurement."""
     out = []
@@ -540,15 +564,6 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
         size = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS}
         dparams = (rec.manifest or {}).get("params") or {}
         n = int(m.get("n_people") or dparams.get("n") or d.get("n") or 0)
-        ident = [family_label(d), f"n={n}"]
-        if d.get("kind") == "biod" or d.get("useful") == "biod":
-            ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
-        if d.get("name_pool"):  # cut name pools: other names, other data
-            ident.append(f"name_pool={d['name_pool']}")
-        if d.get("tokenizer", "bpe") != "bpe":  # the same people in other tokens
-            ident.append(f"tokenizer={d['tokenizer']}")
-        if d.get("junk_n"):  # repetitive junk of another population: other data, never merged
-            ident.append(f"junk_n={d['junk_n']}")
         quantize = cfg.get("quantize") if isinstance(cfg.get("quantize"), dict) else None
         out.append(
             Point(
@@ -558,7 +573,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 exposures=int(t.get("exposures", 0)),
                 arch=arch_label(model.get("preset", "gpt2-2-2"), overrides),
                 model=model.get("preset", "?") + "".join(f",{k}={v}" for k, v in size.items()),
-                dataset=" ".join(ident),
+                dataset=dataset_label(rec),
                 n=n,
                 replicate=(int(d.get("seed", 0)), int(t.get("seed", 0))),
                 P=int(m["P"]),
