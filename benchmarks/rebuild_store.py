@@ -20,6 +20,11 @@ made by a recipe that has changed since are matched on its version at ``--rev``.
     python benchmarks/rebuild_store.py results/lab/recipes-v2/runs.csv --rev 63098d2 \\
         --db /tmp/v2.db
     kcap runs --db /tmp/v2.db --export results/lab/recipes-v2/runs.jsonl
+    # an experiment's rows (the compact probe's law; its store was lost too)
+    python benchmarks/rebuild_store.py results/lab/compact-law/runs.csv --db /tmp/compact.db \
+        --grid configs/experiments/lab-compact-law.yaml \
+        --grid configs/experiments/lab-compact-tiny.yaml \
+        --grid configs/experiments/lab-name-pool.yaml
 """
 
 from __future__ import annotations
@@ -62,15 +67,20 @@ def data_bits(dataset: dict) -> dict[str, float]:
     if kind == "bios":
         return bios_bits(dataset["n"])
     if kind == "biod":
-        return biod_bits(*(dataset[k] for k in ("n", "k", "c", "d", "l", "t")))
+        args = (dataset[k] for k in ("n", "k", "c", "d", "l", "t"))
+        return biod_bits(*args, name_pool=dataset.get("name_pool"))
     raise SystemExit(f"no exact bit count for dataset kind {kind!r}: cannot rebuild its rows")
 
 
-def recipe_configs(scale: str, revs: list[str] = ()) -> dict[str, dict]:
+def recipe_configs(scale: str, revs: list[str] = (), grids: list[Path] = ()) -> dict[str, dict]:
     """run id -> full config (as recorded) of every run the recipes of this scale define, as
-    they are now and as they were at each git revision in ``revs`` (a recipe since changed)."""
+    they are now and as they were at each git revision in ``revs`` (a recipe since changed),
+    and of every run of the other ``grids`` (experiment grids, as they are now)."""
     out: dict[str, dict] = {}
     _add_recipes(out, RECIPES, scale)
+    for path in grids:
+        for point in expand(load_grid(path)):
+            out.setdefault(point.run_id, point.config.model_dump())
     for rev in revs:
         with tempfile.TemporaryDirectory(prefix=f"recipes-{rev}-") as tmp:
             tree = subprocess.run(
@@ -148,9 +158,11 @@ def record(store: ResultsStore, row: dict, config: dict) -> None:
     store.finish_run(row["run_id"], metrics=metrics, timings=timings)
 
 
-def rebuild(csv_path: Path, scale: str, db: Path, revs: list[str] = ()) -> int:
+def rebuild(
+    csv_path: Path, scale: str, db: Path, revs: list[str] = (), grids: list[Path] = ()
+) -> int:
     rows = list(csv.DictReader(csv_path.open()))
-    configs = match(rows, recipe_configs(scale, revs))
+    configs = match(rows, recipe_configs(scale, revs, grids))
     if db.exists():
         raise SystemExit(f"{db} exists: rebuild into a new store")
     with ResultsStore(db) as store:
@@ -187,6 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--rev", action="append", default=[], help="also the recipes at this git revision"
     )
+    ap.add_argument(
+        "--grid",
+        type=Path,
+        action="append",
+        default=[],
+        help="also the runs of this experiment grid (configs/experiments/*.yaml); repeatable",
+    )
     ap.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args(argv)
     if args.compare:
@@ -194,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.csv is None or args.db is None:
         ap.error("give a CSV and --db (or --compare BEFORE AFTER)")
-    print(f"{rebuild(args.csv, args.scale, args.db, args.rev)} runs -> {args.db}", file=sys.stderr)
+    n = rebuild(args.csv, args.scale, args.db, args.rev, args.grid)
+    print(f"{n} runs -> {args.db}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""`benchmarks/rebuild_store.py`: a store rebuilt from committed CSV rows matches each row to the
+config whose hash is its run id, and refuses a row it cannot match rather than guess."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from kcap.experiments.store import ResultsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "rebuild_store.py"
+spec = importlib.util.spec_from_file_location("rebuild_store", SCRIPT)
+rebuild_store = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rebuild_store)
+
+COMPACT = ROOT / "results" / "lab" / "compact-law" / "runs.csv"
+GRIDS = [
+    ROOT / "configs" / "experiments" / f"{g}.yaml"
+    for g in ("lab-compact-law", "lab-compact-tiny", "lab-name-pool")
+]
+
+
+def test_experiment_rows_rebuild_from_their_grids_with_cut_name_pools(tmp_path):
+    rows = list(csv.DictReader(COMPACT.open()))
+    db = tmp_path / "k.db"
+    assert rebuild_store.rebuild(COMPACT, "lab", db, grids=GRIDS) == len(rows)
+    with ResultsStore(db) as store:
+        recs = {r.run_id: r for r in store.list_runs("finished")}
+    assert set(recs) == {r["run_id"] for r in rows}
+    for row in rows:
+        rec = recs[row["run_id"]]
+        assert rec.config["dataset"]["name_pool"] == 20  # exact data bits use the cut pools
+        assert rec.metrics["data_bits"] == pytest.approx(float(row["data_bits"]), abs=0.5)
+        # R from the row's whole bits: off by at most half a bit per P, and the row's rounding
+        assert rec.metrics["R"] == pytest.approx(float(row["R"]), abs=0.5 / int(row["P"]) + 5e-5)
+
+
+def test_rows_of_a_grid_not_given_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="no config hashes"):
+        rebuild_store.rebuild(COMPACT, "lab", tmp_path / "k.db", grids=GRIDS[:1])
+    assert not (tmp_path / "k.db").exists()
