@@ -79,8 +79,7 @@ def recipe_configs(scale: str, revs: list[str] = (), grids: list[Path] = ()) -> 
     out: dict[str, dict] = {}
     _add_recipes(out, RECIPES, scale)
     for path in grids:
-        for point in expand(load_grid(path)):
-            out.setdefault(point.run_id, point.config.model_dump())
+        _add_grid(out, path)
     for rev in revs:
         with tempfile.TemporaryDirectory(prefix=f"recipes-{rev}-") as tmp:
             tree = subprocess.run(
@@ -95,8 +94,13 @@ def _add_recipes(out: dict[str, dict], folder: Path, scale: str) -> None:
     """Add the configs of the recipes of this scale in ``folder`` (a run id seen before keeps
     its first config)."""
     for path in sorted(folder.glob(f"*-{scale}.yaml")):
-        for point in expand(load_grid(path)):
-            out.setdefault(point.run_id, point.config.model_dump())
+        _add_grid(out, path)
+
+
+def _add_grid(out: dict[str, dict], path: Path) -> None:
+    """Add the configs of the runs of one grid file (a run id seen before keeps its first)."""
+    for point in expand(load_grid(path)):
+        out.setdefault(point.run_id, point.config.model_dump())
 
 
 def match(rows: list[dict], configs: dict[str, dict]) -> dict[str, dict]:

@@ -22,8 +22,9 @@ GRIDS = [
 ]
 
 
-def test_experiment_rows_rebuild_from_their_grids_with_cut_name_pools(tmp_path):
-    # the grids' own runs (seed 0); other seeds were run with --set and are in runs.jsonl only
+def _grid_rows(tmp_path: Path) -> tuple[Path, list[dict]]:
+    """The compact probe's rows the grids define (seed 0; the other seeds were run with --set
+    and are in its runs.jsonl only), as a CSV of their own."""
     with COMPACT.open() as f:
         rows = [r for r in csv.DictReader(f) if r["seed"] == "0"]
     table = tmp_path / "rows.csv"
@@ -31,6 +32,11 @@ def test_experiment_rows_rebuild_from_their_grids_with_cut_name_pools(tmp_path):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return table, rows
+
+
+def test_experiment_rows_rebuild_from_their_grids_with_cut_name_pools(tmp_path):
+    table, rows = _grid_rows(tmp_path)
     db = tmp_path / "k.db"
     assert len(rows) == 17 and rebuild_store.rebuild(table, "lab", db, grids=GRIDS) == len(rows)
     with ResultsStore(db) as store:
@@ -45,6 +51,7 @@ def test_experiment_rows_rebuild_from_their_grids_with_cut_name_pools(tmp_path):
 
 
 def test_rows_of_a_grid_not_given_are_refused(tmp_path):
+    table, _ = _grid_rows(tmp_path)  # every row matches once all three grids are given (above)
     with pytest.raises(SystemExit, match="no config hashes"):
-        rebuild_store.rebuild(COMPACT, "lab", tmp_path / "k.db", grids=GRIDS[:1])
+        rebuild_store.rebuild(table, "lab", tmp_path / "k.db", grids=GRIDS[:1])
     assert not (tmp_path / "k.db").exists()

@@ -528,14 +528,20 @@ def _si(x: float) -> str:
 # ------------------------------------------------------------------------------ points
 
 
+def people_of(rec: RunRecord) -> int:
+    """N of a run's dataset: as measured, else as its manifest or config says (0 if none)."""
+    dparams = (rec.manifest or {}).get("params") or {}
+    d = rec.config.get("dataset", {})
+    return int(rec.metrics.get("n_people") or dparams.get("n") or d.get("n") or 0)
+
+
 def dataset_label(rec: RunRecord) -> str:
     """What a run trained on, as the analysis tells datasets apart: the family, N and whatever
     else makes other data (bioD's K, C, D, L, T, a cut name pool, another tokenizer, the
     population of repetitive junk), e.g. ``bioD n=800 k=8 c=1 d=128 l=1 t=128``."""
     d = rec.config.get("dataset", {})
     dparams = (rec.manifest or {}).get("params") or {}
-    n = int(rec.metrics.get("n_people") or dparams.get("n") or d.get("n") or 0)
-    ident = [family_label(d), f"n={n}"]
+    ident = [family_label(d), f"n={people_of(rec)}"]
     if d.get("kind") == "biod" or d.get("useful") == "biod":
         ident += [f"{k}={d.get(k, dparams.get(k))}" for k in "kcdlt"]
     if d.get("name_pool"):  # cut name pools: other names, other data
@@ -562,8 +568,6 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
         d, model, t = cfg.get("dataset", {}), cfg.get("model", {}), cfg.get("training", {})
         overrides = model.get("overrides") or {}
         size = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS}
-        dparams = (rec.manifest or {}).get("params") or {}
-        n = int(m.get("n_people") or dparams.get("n") or d.get("n") or 0)
         quantize = cfg.get("quantize") if isinstance(cfg.get("quantize"), dict) else None
         out.append(
             Point(
@@ -574,7 +578,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 arch=arch_label(model.get("preset", "gpt2-2-2"), overrides),
                 model=model.get("preset", "?") + "".join(f",{k}={v}" for k, v in size.items()),
                 dataset=dataset_label(rec),
-                n=n,
+                n=people_of(rec),
                 replicate=(int(d.get("seed", 0)), int(t.get("seed", 0))),
                 P=int(m["P"]),
                 bits=float(m["bits"]["total"]),
