@@ -5,11 +5,19 @@ width, dataset family and dataset setting); rows are models (architecture and wi
 dataset setting where the kept runs hold more than one), columns the N they ran at, and each cell
 the mean R over the seeds with its range (min-max) and the number of seeds. A cell never counts
 one seed twice: two runs of one model, N and seed differ in something else, and the table stops
-with their run ids. A model whose range overlaps the baseline's at every N is not
-distinguishable from it there.
+with their run ids (a run listed in two CSVs counts once). A model whose range overlaps the
+baseline's at every N is not distinguishable from it there.
+
+With ``--baseline ARCH`` a last column compares each model with that architecture at its width
+and setting, as the report's verdicts do: baseline / model of the peak R, each seed's peak over the
+N that both ran with every seed they share, the ratio of the mean peaks with the range of the
+per-seed ratios (`kcap.experiments.analysis.ratio_of`).
 
     python benchmarks/seed_table.py results/lab/recipes-v2/runs.csv --exposures 100 --d-model 32 \
         --family bioD --dataset "k=8 c=1"
+    python benchmarks/seed_table.py results/lab/recipes-v2/runs.csv \
+        results/lab/gpt2-levers/runs.csv --exposures 1000 --d-model 24 --family bioD \
+        --dataset "k=8 c=1" --baseline gpt2
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from kcap.experiments.analysis import Estimate, ratio_of
 
 
 def dataset_setting(row: dict) -> str:
@@ -39,11 +49,16 @@ def seed_table(
     d_model: int | None = None,
     family: str | None = None,
     dataset: str | None = None,
+    baseline: str | None = None,
 ) -> str:
     """The Markdown table (module docstring) of ``rows`` (dicts of `kcap runs --csv`);
-    ``dataset`` keeps the runs whose `dataset_setting` contains it."""
-    kept = []
+    ``dataset`` keeps the runs whose `dataset_setting` contains it; ``baseline`` (an ``arch``)
+    adds the paired peak ratio column."""
+    kept, ids = [], set()
     for r in rows:
+        if r.get("run_id") and r["run_id"] in ids:
+            continue  # one run listed in two CSVs
+        ids.add(r.get("run_id"))
         if int(r["exposures"]) != exposures or r["quantize"]:
             continue
         if d_model is not None and int(r["d_model"]) != d_model:
@@ -57,10 +72,12 @@ def seed_table(
     cells: dict[tuple[str, int], list[float]] = defaultdict(list)  # R of each seed
     seen: dict[tuple[str, int, str], str] = {}  # (model, N, seed) -> run id
     params: dict[str, list[int]] = defaultdict(list)
+    by_seed: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    base_of: dict[str, str] = {}  # model -> its baseline's model name
     for r in kept:
-        model = f"{r['arch']} d {r['d_model']}"
-        if several:
-            model += f" ({dataset_setting(r)})"
+        suffix = f" d {r['d_model']}" + (f" ({dataset_setting(r)})" if several else "")
+        model = r["arch"] + suffix
+        base_of[model] = f"{baseline}{suffix}"
         key = (model, int(r["N"]), str(r["seed"]))
         if key in seen:
             raise ValueError(
@@ -69,10 +86,13 @@ def seed_table(
             )
         seen[key] = r.get("run_id", "?")
         cells[(model, int(r["N"]))].append(float(r["R"]))
+        by_seed[model][str(r["seed"])][int(r["N"])] = float(r["R"])
         params[model].append(int(r["P"]))
     ns = sorted({n for _, n in cells})
     models = sorted({m for m, _ in cells}, key=lambda m: (not m.startswith("gpt2 "), m))
     head = ["model", "P", *(f"R at N = {n:,} (seeds)" for n in ns)]
+    if baseline:
+        head.append(f"{baseline} / it (peak, paired seeds)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         out = [m, f"{min(params[m]):,}-{max(params[m]):,}"]
@@ -83,24 +103,54 @@ def seed_table(
                 continue
             span = f" [{min(rs):.2f}, {max(rs):.2f}]" if len(rs) > 1 else ""
             out.append(f"{statistics.mean(rs):.2f}{span} ({len(rs)})")
+        if baseline:
+            base = base_of[m]
+            est = None if base == m else paired_peak_ratio(by_seed[base], by_seed[m])
+            out.append("—" if est is None else _estimate_cell(est))
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
 
 
+def paired_peak_ratio(
+    base: dict[str, dict[int, float]], model: dict[str, dict[int, float]]
+) -> Estimate | None:
+    """baseline / model of the peak R (seed -> N -> R each): over the seeds both ran, each
+    seed's peak over the N that both ran with every one of those seeds; None when they share no
+    seed or no N."""
+    seeds = sorted(set(base) & set(model))
+    ns = set.intersection(*(set(base[s]) & set(model[s]) for s in seeds)) if seeds else set()
+    if not ns:
+        return None
+    peaks = [
+        Estimate.of_replicates({s: max(runs[s][n] for n in ns) for s in seeds}, "paired")
+        for runs in (base, model)
+    ]
+    return ratio_of(*peaks)
+
+
+def _estimate_cell(est: Estimate) -> str:
+    """``0.61 [0.57, 0.67] (3)``; one seed: ``0.61 (1)``."""
+    span = f" [{est.interval[0]:.2f}, {est.interval[1]:.2f}]" if est.interval else ""
+    return f"{est.value:.2f}{span} ({est.seeds})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("csv", type=Path)
+    ap.add_argument("csv", type=Path, nargs="+", help="CSVs of `kcap runs --csv`, read as one")
     ap.add_argument("--exposures", type=int, required=True)
     ap.add_argument("--d-model", type=int)
     ap.add_argument("--family")
     ap.add_argument(
         "--dataset", help='keep the runs whose dataset setting contains this (e.g. "k=8 c=1")'
     )
+    ap.add_argument("--baseline", help="add baseline / model of the peak R (e.g. gpt2)")
     a = ap.parse_args()
-    with a.csv.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = []
+    for path in a.csv:
+        with path.open(newline="") as f:
+            rows += list(csv.DictReader(f))
     try:
-        print(seed_table(rows, a.exposures, a.d_model, a.family, a.dataset))
+        print(seed_table(rows, a.exposures, a.d_model, a.family, a.dataset, a.baseline))
     except ValueError as e:
         raise SystemExit(f"seed_table: {e}") from None
 

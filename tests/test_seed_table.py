@@ -79,3 +79,46 @@ def test_a_seed_counted_twice_stops_the_table_with_both_run_ids():
         r.update(run_id=f"run{i}", preset="gpt2-2-2", name="biod-n400-k8c1d128l1t128-gpt2-2-2-x")
     with pytest.raises(ValueError, match="run0 and run1"):
         seed_table.seed_table(rows, 100)
+
+
+def test_the_baseline_column_pairs_seeds_and_takes_each_seeds_peak_over_shared_n():
+    rows = [_row("gpt2", n, s, r) for s, n, r in ((0, 400, 0.2), (0, 800, 0.4), (1, 400, 0.3))]
+    rows += [_row("gpt2", 800, 1, 0.1), _row("gpt2", 1600, 0, 5.0)]  # N 1,600: gpt2 only
+    rows += [_row("llama", n, s, r) for s, n, r in ((0, 400, 0.1), (0, 800, 0.8), (1, 400, 0.75))]
+    rows += [_row("llama", 800, 1, 0.2), _row("llama", 800, 2, 9.0)]  # seed 2: llama only
+    for i, r in enumerate(rows):
+        r["run_id"] = f"id{i}"
+    table = seed_table.seed_table(rows, 100, baseline="gpt2").splitlines()
+    assert table[0].endswith("| gpt2 / it (peak, paired seeds) |")
+    assert table[2].endswith("| — |")  # the baseline itself
+    # peaks over N 400-800 on seeds 0 and 1: gpt2 0.4 / 0.3, llama 0.8 / 0.75: the mean peaks'
+    # ratio 0.35 / 0.775, the per-seed ratios 0.5 and 0.4
+    assert table[3].endswith("| 0.45 [0.40, 0.50] (2) |")
+    assert seed_table.seed_table(rows, 100).splitlines()[0].count("|") == 6  # no column
+
+
+def test_a_run_in_two_csvs_counts_once_and_the_script_reads_them_as_one(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    base = [_row("gpt2", 400, s, r) for s, r in enumerate((0.2, 0.4))]
+    lever = [_row("gpt2-x", 400, s, r) for s, r in enumerate((0.4, 0.8))]
+    paths = []
+    for i, rows in enumerate((base, base + lever)):  # the second CSV repeats the baseline
+        for j, r in enumerate(rows):
+            r["run_id"] = f"{r['arch']}-{j}"
+        paths.append(tmp_path / f"{i}.csv")
+        with paths[-1].open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    args = [*map(str, paths), "--exposures", "100", "--baseline", "gpt2"]
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[2] == "| gpt2 d 32 | 50,000-50,000 | 0.30 [0.20, 0.40] (2) | — |"
+    assert (
+        lines[3]
+        == "| gpt2-x d 32 | 50,000-50,000 | 0.60 [0.40, 0.80] (2) | 0.50 [0.50, 0.50] (2) |"
+    )
