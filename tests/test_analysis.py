@@ -113,7 +113,12 @@ def test_architecture_labels_ignore_size_and_name_the_paper_variants():
     assert arch_label("llama-2-2", {"mlp_ratio": 8 / 3}) == "llama"  # the preset's own value
     assert arch_label("mistral-4-4") == "mistral"
     assert arch_label("gpt2-2-2-moe32") == "gpt2-moe32"
-    assert arch_label("gpt2-2-2", {"rotary_fraction": 1.0}) == "gpt2[rotary_fraction=1.0]"
+    assert arch_label("gpt2-2-2", {"rotary_fraction": 1.0}) == "gpt2-full-rotary"
+    assert arch_label("gpt2-2-2", {"bias": False, "d_model": 24}) == "gpt2-no-bias"
+    # a lever the table does not name is spelled out, never dropped
+    assert arch_label("gpt2-2-2", {"rotary_fraction": 0.5}) == "gpt2[rotary_fraction=0.5]"
+    both = {"rotary_fraction": 1.0, "bias": False}
+    assert arch_label("gpt2-2-2", both) == "gpt2[bias=False,rotary_fraction=1.0]"
     names = {
         "01-llama": "llama",
         "02-llama-tied": "llama-tied",

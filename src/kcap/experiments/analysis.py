@@ -99,6 +99,8 @@ _SIZE_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context")
 _ARCH_NAMES: dict[tuple[str, frozenset], str] = {
     ("gpt2", frozenset({("mlp_ratio", 1.0)})): "gpt2-quarter-mlp",
     ("gpt2", frozenset({("mlp_ratio", 0.0)})): "gpt2-no-mlp",
+    ("gpt2", frozenset({("rotary_fraction", 1.0)})): "gpt2-full-rotary",  # issue 11's levers
+    ("gpt2", frozenset({("bias", False)})): "gpt2-no-bias",
     ("llama", frozenset({("tied", True)})): "llama-tied",
     ("llama", frozenset({("tied", True), ("mlp_gated", False), ("mlp_ratio", 4.0)})): (
         "llama-tied-standard-mlp"
