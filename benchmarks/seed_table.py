@@ -69,10 +69,9 @@ def seed_table(
             continue
         kept.append(r)
     several = len({dataset_setting(r) for r in kept}) > 1
-    cells: dict[tuple[str, int], list[float]] = defaultdict(list)  # R of each seed
     seen: dict[tuple[str, int, str], str] = {}  # (model, N, seed) -> run id
     params: dict[str, list[int]] = defaultdict(list)
-    by_seed: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    by_seed: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)  # model -> seed -> N -> R
     base_of: dict[str, str] = {}  # model -> its baseline's model name
     for r in kept:
         suffix = f" d {r['d_model']}" + (f" ({dataset_setting(r)})" if several else "")
@@ -85,11 +84,10 @@ def seed_table(
                 f"{r['seed']}: they differ in something else, so they are not seeds of one run"
             )
         seen[key] = r.get("run_id", "?")
-        cells[(model, int(r["N"]))].append(float(r["R"]))
-        by_seed[model][str(r["seed"])][int(r["N"])] = float(r["R"])
+        by_seed[model].setdefault(str(r["seed"]), {})[int(r["N"])] = float(r["R"])
         params[model].append(int(r["P"]))
-    ns = sorted({n for _, n in cells})
-    models = sorted({m for m, _ in cells}, key=lambda m: (not m.startswith("gpt2 "), m))
+    ns = sorted({n for seeds in by_seed.values() for runs in seeds.values() for n in runs})
+    models = sorted(by_seed, key=lambda m: (not m.startswith("gpt2 "), m))
     head = ["model", "P", *(f"R at N = {n:,} (seeds)" for n in ns)]
     if baseline:
         head.append(f"{baseline} / it (peak, paired seeds)")
@@ -97,7 +95,7 @@ def seed_table(
     for m in models:
         out = [m, f"{min(params[m]):,}-{max(params[m]):,}"]
         for n in ns:
-            rs = cells.get((m, n), [])
+            rs = [runs[n] for runs in by_seed[m].values() if n in runs]
             if not rs:
                 out.append("—")
                 continue
@@ -105,7 +103,7 @@ def seed_table(
             out.append(f"{statistics.mean(rs):.2f}{span} ({len(rs)})")
         if baseline:
             base = base_of[m]
-            est = None if base == m else paired_peak_ratio(by_seed[base], by_seed[m])
+            est = None if base == m else paired_peak_ratio(by_seed.get(base, {}), by_seed[m])
             out.append("—" if est is None else _estimate_cell(est))
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
