@@ -24,6 +24,7 @@ from kcap.errors import KcapError, require
 from kcap.experiments.analysis import arch_label, dataset_label, family_label, setting_of
 from kcap.experiments.archive import export_records, import_records, read_records
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
+from kcap.models import preset
 from kcap.models.quantize import quant_label_of
 
 __all__ = ["runs"]
@@ -119,7 +120,7 @@ def _row(rec: RunRecord) -> list[str]:
 #: Columns of ``--csv``: one row per finished run, what a results table or a plot needs.
 CSV_COLUMNS = (
     "run_id", "name", "family", "setting", "N", "exposures", "arch", "quantize", "preset",
-    "d_model", "lr", "P",
+    "d_model", "rotary_dims", "lr", "P",
     "data_bits", "bits_stored", "name_bits", "value_bits", "diversity_bits", "fraction_stored",
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
     # what an ablation varies, and capacity per non-embedding parameter (issue 11)
@@ -132,6 +133,14 @@ def _quant_label(q: dict | None) -> str:
     """The quantization label of a `kcap quantize` measurement (`quant_label_of`: ``int4-gptq``
     for the paper's settings, what differs appended); empty otherwise."""
     return quant_label_of(q) if q else ""
+
+
+def _rotary_dims(model: dict) -> int | None:
+    """Dims rotated per head by a preset model (None for a model measured from elsewhere)."""
+    try:
+        return preset(model["preset"], 2, **(model.get("overrides") or {})).rotary_dims
+    except (KeyError, ValueError):
+        return None
 
 
 def csv_row(rec: RunRecord) -> dict[str, Any]:
@@ -152,6 +161,7 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "quantize": _quant_label(cfg.get("quantize")),
         "preset": model.get("preset"),
         "d_model": overrides.get("d_model"),
+        "rotary_dims": _rotary_dims(model),
         "lr": cfg.get("training", {}).get("lr"),
         "P": m.get("P"),
         "data_bits": round(m["data_bits"]),

@@ -68,6 +68,7 @@ __all__ = [
     "family_label",
     "fit_group",
     "load_points",
+    "model_name",
     "number_text",
     "peak_of",
     "points_from_records",
@@ -95,6 +96,11 @@ COLLAPSE = 0.5
 #: run ever held (`Point.onset`).
 ONSET = 0.1
 _SIZE_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context")
+# Settings that carry an architecture to the run's head width: part of a model's name (its shape
+# string) but not of its architecture, as long as they change nothing at the paper's heads of
+# _PAPER_HEAD_DIM dims (`arch_label`). rotary_min_dims 16 is the paper's GPT2 code in narrow heads.
+_SCALE_FIELDS = ("rotary_min_dims",)
+_PAPER_HEAD_DIM = 64
 # Paper names for architecture changes (configs/ablations/, paper §7 and Figure 5).
 _ARCH_NAMES: dict[tuple[str, frozenset], str] = {
     ("gpt2", frozenset({("mlp_ratio", 1.0)})): "gpt2-quarter-mlp",
@@ -461,6 +467,8 @@ def arch_label(preset_name: str, overrides: dict | None = None) -> str:
     except ValueError:
         return base + "[invalid]"
     diff = {k: v for k, v in full.items() if ref[k] != v and k not in _SIZE_FIELDS}
+    if "rotary_min_dims" in diff and _rotates_as_paper(preset_name, overrides):
+        del diff["rotary_min_dims"]
     if not diff:
         return base
     items = frozenset(
@@ -470,6 +478,27 @@ def arch_label(preset_name: str, overrides: dict | None = None) -> str:
     if not moe and (family, items) in _ARCH_NAMES:
         return _ARCH_NAMES[(family, items)]
     return base + "[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]"
+
+
+def _rotates_as_paper(preset_name: str, overrides: dict) -> bool:
+    """Whether a model rotates as many dims per head as it would without `rotary_min_dims` at the
+    paper's head width: then the floor only carries the architecture to narrower heads."""
+    from kcap.models import preset
+
+    n_head = preset(preset_name, 1024, **overrides).n_head
+    wide = overrides | {"d_model": _PAPER_HEAD_DIM * n_head}
+    floorless = {k: v for k, v in wide.items() if k != "rotary_min_dims"}
+    return preset(preset_name, 1024, **wide).rotary_dims == (
+        preset(preset_name, 1024, **floorless).rotary_dims
+    )
+
+
+def model_name(model: dict) -> str:
+    """A model's shape: its preset plus the size and scale overrides (``gpt2-2-2,d_model=24``,
+    ``gpt2-2-2,d_model=24,rotary_min_dims=16``), without the architecture's own overrides."""
+    overrides = model.get("overrides") or {}
+    shape = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS + _SCALE_FIELDS}
+    return model.get("preset", "?") + "".join(f",{k}={v}" for k, v in shape.items())
 
 
 def family_label(dataset: dict) -> str:
@@ -569,7 +598,6 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
         cfg, m = rec.config, rec.metrics
         d, model, t = cfg.get("dataset", {}), cfg.get("model", {}), cfg.get("training", {})
         overrides = model.get("overrides") or {}
-        size = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS}
         quantize = cfg.get("quantize") if isinstance(cfg.get("quantize"), dict) else None
         out.append(
             Point(
@@ -578,7 +606,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 family=family_label(d),
                 exposures=int(t.get("exposures", 0)),
                 arch=arch_label(model.get("preset", "gpt2-2-2"), overrides),
-                model=model.get("preset", "?") + "".join(f",{k}={v}" for k, v in size.items()),
+                model=model_name(model),
                 dataset=dataset_label(rec),
                 n=people_of(rec),
                 replicate=(int(d.get("seed", 0)), int(t.get("seed", 0))),

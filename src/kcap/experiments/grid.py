@@ -313,7 +313,7 @@ def expand(grid: Grid) -> list[GridPoint]:
             for key, value in sorted(
                 {**block["set"], **coords}.items(), key=lambda kv: kv[0].count(".")
             ):
-                _set_dotted(raw, key, _resolve(value, grid.root))
+                _set_dotted(raw, key, value, grid.root)
             cfg = _validate(raw, coords)
             run_id = _hash(cfg)
             if run_id not in seen:
@@ -388,7 +388,10 @@ def _resolve(value: Any, root: Path) -> Any:
     return copy.deepcopy(value)
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
+def _set_dotted(raw: dict, key: str, value: Any, root: Path) -> None:
+    """Set ``key`` in ``raw``: a mapping merges into the mapping there, as a base layer does (a
+    zip row of ``model.overrides`` keeps the scale's overrides); ``@PATH`` and any other value
+    replace it (a section read from a file is the whole section)."""
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
@@ -396,7 +399,10 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise KcapError(f"grid.{key}", f"{part} is not a config section")
         node = nxt
-    node[parts[-1]] = value
+    below, new = node.get(parts[-1]), _resolve(value, root)
+    from_file = isinstance(value, str) and value.startswith("@")
+    merge = isinstance(new, dict) and isinstance(below, dict) and not from_file
+    node[parts[-1]] = _merge(below, new) if merge else new
 
 
 def _hash(cfg: RunConfig) -> str:

@@ -40,6 +40,10 @@ class ModelConfig(BaseModel):
     bias: bool = True  # biases of every linear layer except the head
     tied: bool = True
     rotary_fraction: float = Field(default=0.25, gt=0, le=1)
+    # A head rotates at least this many dims (all of them if it is narrower): 16 keeps the paper's
+    # GPT2 positional code (16 of its 64-dim heads) in the lab's 8-16-dim heads, where a quarter
+    # is one frequency (configs/README.md, step 12). Even; the default 2 is one frequency.
+    rotary_min_dims: int = Field(default=2, ge=2)
     rope_base: float = Field(default=10000.0, gt=0)
     n_kv_head: int | None = Field(default=None, ge=1)  # None = n_head (plain multi-head)
     init_std: float = Field(default=0.02, gt=0)
@@ -67,6 +71,13 @@ class ModelConfig(BaseModel):
     def _default_width(cls, v: int, info: ValidationInfo) -> int:
         if v == 0 and "n_head" in info.data:
             return 64 * info.data["n_head"]
+        return v
+
+    @field_validator("rotary_min_dims")
+    @classmethod
+    def _even_rotary(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"rotary_min_dims={v} must be even (dims rotate in pairs)")
         return v
 
     @model_validator(mode="after")
@@ -117,8 +128,10 @@ class ModelConfig(BaseModel):
 
     @property
     def rotary_dims(self) -> int:
-        """Rotated dims per head: head_dim * rotary_fraction rounded down to even, at least 2."""
-        return max(2, int(self.head_dim * self.rotary_fraction) // 2 * 2)
+        """Rotated dims per head: head_dim * rotary_fraction rounded down to even, at least
+        `rotary_min_dims`, at most the head (rounded down to even)."""
+        share = int(self.head_dim * self.rotary_fraction) // 2 * 2
+        return min(self.head_dim // 2 * 2, max(self.rotary_min_dims, share))
 
 
 def preset(name: str, vocab_size: int, **overrides: object) -> ModelConfig:
