@@ -13,6 +13,7 @@ from kcap.experiments.analysis import (
     family_label,
     find,
     load_points,
+    model_name,
     ratio_of,
 )
 from kcap.experiments.store import ResultsStore
@@ -117,6 +118,14 @@ def test_architecture_labels_ignore_size_and_name_the_paper_variants():
     assert arch_label("gpt2-2-2", {"bias": False, "d_model": 24}) == "gpt2-no-bias"
     # a lever the table does not name is spelled out, never dropped
     assert arch_label("gpt2-2-2", {"rotary_fraction": 0.5}) == "gpt2[rotary_fraction=0.5]"
+    # the paper's rotated dims as a floor change nothing at its 64-dim heads: a scale setting
+    floor = {"rotary_min_dims": 16, "d_model": 24}
+    assert arch_label("gpt2-2-2", floor) == "gpt2" and arch_label("llama-2-2", floor) == "llama"
+    assert arch_label("gpt2-2-2", floor | {"mlp_ratio": 0}) == "gpt2-no-mlp"
+    assert arch_label("gpt2-2-2", {"rotary_min_dims": 32}) == "gpt2[rotary_min_dims=32]"
+    assert model_name({"preset": "gpt2-2-2", "overrides": floor | {"mlp_ratio": 0}}) == (
+        "gpt2-2-2,d_model=24,rotary_min_dims=16"
+    )
     both = {"rotary_fraction": 1.0, "bias": False}
     assert arch_label("gpt2-2-2", both) == "gpt2[bias=False,rotary_fraction=1.0]"
     names = {

@@ -153,6 +153,22 @@ def test_base_layers_merge_in_order_and_blocks_come_from_files(tmp_path):
         parse_grid({"base": BASE, "blocks": ["@shared/scale.yaml"]}, root=tmp_path)
 
 
+def test_a_mapping_value_merges_into_the_base_section_a_file_replaces_it(tmp_path):
+    base = {**BASE, "model": {"preset": "gpt2-1-1", "overrides": {"d_model": 32, "context": 64}}}
+    (tmp_path / "llama.yaml").write_text(yaml.safe_dump({"preset": "llama-1-1"}))
+    rows = [{"mlp_ratio": 1}, {"d_model": 16}]
+    merged = expand(parse_grid({"base": base, "zip": {"model.overrides": rows}}))
+    # a zip row of overrides keeps the scale's (the lab's rotary floor, its width, ...)
+    assert [p.config.model.overrides for p in merged] == [
+        {"d_model": 32, "context": 64, "mlp_ratio": 1},
+        {"d_model": 16, "context": 64},
+    ]
+    (whole,) = expand(
+        parse_grid({"base": base, "product": {"model": ["@llama.yaml"]}}, root=tmp_path)
+    )
+    assert whole.config.model.preset == "llama-1-1" and not whole.config.model.overrides
+
+
 def test_invalid_points_name_their_coordinates():
     with pytest.raises(KcapError, match=r"training.lr.*training.lr=-1"):
         _points(product={"training.lr": [1e-3, -1]})

@@ -32,6 +32,10 @@ CASES = {
         preset("gpt2-1-2", V, activation="silu", rotary_fraction=0.5),
         "GPTNeoXForCausalLM",
     ),
+    "gpt2-lab-rotary-floor": (  # the lab's v3 GPT2: all 12 dims of each head rotate
+        preset("gpt2-1-2", V, d_model=24, rotary_min_dims=16),
+        "GPTNeoXForCausalLM",
+    ),
     "llama": (preset("llama-2-2", V, context=32), "LlamaForCausalLM"),
     "llama-tied-bias-gelu": (
         preset("llama-1-2", V, tied=True, bias=True, activation="gelu"),
@@ -66,9 +70,12 @@ def _idx() -> torch.Tensor:
 
 
 def _same_architecture(a: ModelConfig, b: ModelConfig) -> None:
-    """Equal configs up to how the MLP width is spelled and the (training-only) train capacity."""
+    """Equal configs up to how the MLP width and the rotated dims are spelled (HF has one
+    factor where ours has a fraction and a floor) and the (training-only) train capacity."""
     skip = {"mlp_ratio", "mlp_hidden", "capacity_factor_train"}
+    skip |= {"rotary_fraction", "rotary_min_dims"}  # compared as the dims they rotate
     assert a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
+    assert a.rotary_dims == b.rotary_dims
     assert a.expert_hidden == b.expert_hidden
     if not a.is_moe:
         assert a.hidden == b.hidden

@@ -41,6 +41,19 @@ def test_config_defaults_and_validation():
     assert ModelConfig(n_layer=1, n_head=2, d_model=20, vocab_size=10).rotary_dims == 2
     kw = dict(n_layer=1, n_head=2, d_model=20, vocab_size=10)
     assert ModelConfig(**kw, rotary_fraction=0.5).rotary_dims == 4
+    # a floor of rotated dims, capped at the head: the paper's 16 in the lab's narrow heads
+    floor = dict(n_layer=1, n_head=2, vocab_size=10, rotary_min_dims=16)
+    assert [ModelConfig(**floor, d_model=d).rotary_dims for d in (16, 24, 96, 128)] == [
+        8,
+        12,
+        16,
+        16,
+    ]
+    assert ModelConfig(**floor, d_model=256, rotary_fraction=0.5).rotary_dims == 64
+    odd = ModelConfig(n_layer=1, n_head=1, d_model=7, vocab_size=10, rotary_min_dims=8)
+    assert odd.rotary_dims == 6  # dims rotate in pairs: a 7-dim head rotates 6
+    with pytest.raises(ValidationError, match="even"):
+        ModelConfig(n_layer=1, n_head=2, vocab_size=10, rotary_min_dims=3)
     with pytest.raises(ValidationError, match="divisible"):
         ModelConfig(n_layer=1, n_head=3, d_model=100, vocab_size=10)
     with pytest.raises(ValidationError, match="must divide"):

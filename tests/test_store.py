@@ -387,6 +387,8 @@ def test_runs_command_csv(tmp_path: Path):
         ids = [
             syn.record(store, n=n, P=40_000, R=1.0, biod=(8, 1, 128, 1, 128)) for n in (800, 200)
         ]
+        floor = {"d_model": 24, "rotary_min_dims": 16}  # the lab's v3 GPT2: a 12-dim head
+        ids.append(syn.record(store, n=400, P=30_000, R=1.0, overrides=floor, preset="gpt2-2-2"))
         _start(store, "run-bad")
         store.fail_run("run-bad", "boom")
         store.update_run(ids[0], params={"P": 40_000, "non_embedding": 16_000})
@@ -395,6 +397,10 @@ def test_runs_command_csv(tmp_path: Path):
     res = CliRunner().invoke(_cli(), ["runs", "--db", str(db), "--csv", str(out)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
+    rotated = {r["run_id"]: r["rotary_dims"] for r in rows}
+    assert [rotated[i] for i in ids] == ["10", "10", "12"]  # a quarter of 40 dims; all of 12
+    assert {r["run_id"]: r["arch"] for r in rows}[ids.pop()] == "gpt2"
+    rows = [r for r in rows if r["run_id"] in ids]
     assert [r["run_id"] for r in rows] == ids[::-1]  # sorted by N; the failed run left out
     for row in rows:
         m = finished[row["run_id"]].metrics
