@@ -56,6 +56,10 @@ def test_table():
     assert res.exit_code == 0, res.output
     for word in ("d_model", "256", "kv heads", "hidden", "896", "non-embedding", "active"):
         assert word in res.output
+    assert "64 of 64 per head" in res.output  # Mistral rotates every dim
+    res = _info("gpt2-2-2", "--set", "d_model=24", "--set", "rotary_min_dims=16")
+    assert res.exit_code == 0 and "12 of 12 per head" in res.output  # the lab's v3 floor
+    assert "2 of 12 per head" in _info("gpt2-2-2", "--set", "d_model=24").output
     res = _info("gpt2-1-1-moe8")
     assert res.exit_code == 0 and "8 (top-1)" in res.output
 

@@ -76,6 +76,7 @@ def info(
                 {
                     "preset": name,
                     "config": cfg.model_dump(),
+                    "rotary_dims": cfg.rotary_dims,
                     "n_used_tokens": n_used,
                     "total": counts.total,
                     "P": counts.P,
@@ -94,6 +95,7 @@ def info(
         ("layers", str(cfg.n_layer)),
         ("heads", str(cfg.n_head)),
         ("kv heads", str(cfg.kv_heads)),
+        ("rotated dims", f"{cfg.rotary_dims} of {cfg.head_dim} per head"),
     ]
     if cfg.is_moe:
         rows += [
