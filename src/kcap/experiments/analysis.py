@@ -467,7 +467,7 @@ def arch_label(preset_name: str, overrides: dict | None = None) -> str:
     except ValueError:
         return base + "[invalid]"
     diff = {k: v for k, v in full.items() if ref[k] != v and k not in _SIZE_FIELDS}
-    if "rotary_min_dims" in diff and _rotates_as_paper(preset_name, overrides):
+    if "rotary_min_dims" in diff and _rotates_as_paper(preset_name, overrides, full["n_head"]):
         del diff["rotary_min_dims"]
     if not diff:
         return base
@@ -480,12 +480,12 @@ def arch_label(preset_name: str, overrides: dict | None = None) -> str:
     return base + "[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]"
 
 
-def _rotates_as_paper(preset_name: str, overrides: dict) -> bool:
-    """Whether a model rotates as many dims per head as it would without `rotary_min_dims` at the
-    paper's head width: then the floor only carries the architecture to narrower heads."""
+def _rotates_as_paper(preset_name: str, overrides: dict, n_head: int) -> bool:
+    """Whether a model of ``n_head`` heads rotates as many dims per head as it would without
+    `rotary_min_dims` at the paper's head width: then the floor only carries the architecture to
+    narrower heads."""
     from kcap.models import preset
 
-    n_head = preset(preset_name, 1024, **overrides).n_head
     wide = overrides | {"d_model": _PAPER_HEAD_DIM * n_head}
     floorless = {k: v for k, v in wide.items() if k != "rotary_min_dims"}
     return preset(preset_name, 1024, **wide).rotary_dims == (

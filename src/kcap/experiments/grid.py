@@ -213,7 +213,7 @@ def _blocks(value: Any, root: Path) -> list:
         raise KcapError("grid.blocks", "must be a list of {set, product, zip} mappings")
     out: list = []
     for i, block in enumerate(value):
-        if isinstance(block, str) and block.startswith("@"):
+        if _from_file(block):
             listed = _read_yaml(root / block[1:], f"grid.blocks[{i}]")
             if not isinstance(listed, list) or not all(isinstance(b, dict) for b in listed):
                 raise KcapError(f"grid.blocks[{i}]", f"{block[1:]} must hold a list of blocks")
@@ -382,8 +382,13 @@ def _validate(raw: dict, coords: dict) -> RunConfig:
     return cfg.model_copy(update={"name": run_name(cfg)})
 
 
+def _from_file(value: Any) -> bool:
+    """Whether a grid value is ``@PATH``, a section read from that YAML file."""
+    return isinstance(value, str) and value.startswith("@")
+
+
 def _resolve(value: Any, root: Path) -> Any:
-    if isinstance(value, str) and value.startswith("@"):
+    if _from_file(value):
         return _read_yaml(root / value[1:], "grid")
     return copy.deepcopy(value)
 
@@ -400,8 +405,7 @@ def _set_dotted(raw: dict, key: str, value: Any, root: Path) -> None:
             raise KcapError(f"grid.{key}", f"{part} is not a config section")
         node = nxt
     below, new = node.get(parts[-1]), _resolve(value, root)
-    from_file = isinstance(value, str) and value.startswith("@")
-    merge = isinstance(new, dict) and isinstance(below, dict) and not from_file
+    merge = isinstance(new, dict) and isinstance(below, dict) and not _from_file(value)
     node[parts[-1]] = _merge(below, new) if merge else new
 
 
