@@ -60,8 +60,12 @@ def test_a_sweep_that_lost_its_claim_writes_nothing(tmp_path):
 def test_sigterm_stops_a_sweep_and_the_next_one_resumes(tmp_path):
     """A real sweep of two tiny runs in a subprocess, SIGTERM mid-run: exit 143 with one line
     saying how to resume, no worker left, both runs checkpointed and interrupted; the sweep
-    run again resumes both from their checkpoints and records one row each."""
-    grid = tiny_grid(tmp_path / "grid.yaml", exposures=30, checkpoint_every=100_000)
+    run again resumes both from their checkpoints and records one row each.
+
+    Each run is ~1,500 steps (seconds on any CPU) and the signal goes as soon as both have
+    logged: a shorter run (30 exposures, 448 steps) once finished before the signal reached it
+    when its worker had started a moment before the other's (CI, 2026-12-03)."""
+    grid = tiny_grid(tmp_path / "grid.yaml", exposures=100, checkpoint_every=100_000)
     db, out = tmp_path / "r.db", tmp_path / "sw"
     args = [str(grid), "--db", str(db), "--out", str(out), "--workers", "2", "--no-progress"]
     code = "import sys; from kcap.cli.main import app; app(sys.argv[1:], prog_name='kcap')"
@@ -87,7 +91,7 @@ def test_sigterm_stops_a_sweep_and_the_next_one_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     lines = [line for line in err.splitlines() if line.startswith("Interrupted")]
-    assert lines == [
+    assert lines == [  # both runs were mid-training
         "Interrupted by SIGTERM: 2 run(s) checkpointed and marked interrupted; resume: "
         f"kcap sweep {grid} --db {db} --out {out} --workers 2"
     ]
