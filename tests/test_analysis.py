@@ -15,6 +15,7 @@ from kcap.experiments.analysis import (
     load_points,
     model_name,
     ratio_of,
+    scale_variant,
 )
 from kcap.experiments.store import ResultsStore
 
@@ -126,6 +127,10 @@ def test_architecture_labels_ignore_size_and_name_the_paper_variants():
     assert model_name({"preset": "gpt2-2-2", "overrides": floor | {"mlp_ratio": 0}}) == (
         "gpt2-2-2,d_model=24,rotary_min_dims=16"
     )
+    assert scale_variant("gpt2-2-2", floor) == "rotary_min_dims=16"  # 12-dim heads: all 12 turn
+    assert scale_variant("gpt2-2-2", {"d_model": 24}) == ""
+    assert scale_variant("gpt2-12-12", {"rotary_min_dims": 16}) == ""  # 16 of 64, as without
+    assert scale_variant("llama-2-2", floor) == ""  # every dim rotates already
     both = {"rotary_fraction": 1.0, "bias": False}
     assert arch_label("gpt2-2-2", both) == "gpt2[bias=False,rotary_fraction=1.0]"
     names = {
@@ -257,3 +262,19 @@ def test_a_model_at_capacity_that_dips_within_the_noise_keeps_its_plateau(tmp_pa
         "bits fell: N = 3,200 held 89% of the most on a smaller over-filled N (N = 1,600)"
     )
     assert pytest.approx(1.06) == law.R
+
+
+def test_a_law_names_the_scale_settings_of_its_models(tmp_path):
+    """A store mixing recipe versions (v2's GPT2 and v3's, which rotates more dims at the same
+    width) gives one `gpt2` law whose `variants` say so; a store of one version gives one."""
+    floor = {"rotary_min_dims": 16}
+    with ResultsStore(tmp_path / "r.db") as store:
+        for n in (800, 1600):
+            syn.record(store, n=n, P=24_000, R=1.0)
+            syn.record(store, n=n, P=32_000, R=1.0, overrides=floor)
+    (law,) = analyse(load_points(tmp_path / "r.db"))
+    assert law.arch == "gpt2" and law.variants == ["", "rotary_min_dims=16"]
+    assert law.to_dict()["variants"] == ["", "rotary_min_dims=16"]
+    one = [p for p in law.points if p.variant]
+    assert {p.model for p in one} == {"gpt2-2-1,d_model=32,rotary_min_dims=16"}
+    assert analyse(one)[0].variants == ["rotary_min_dims=16"]

@@ -158,6 +158,7 @@ class Point:
     hparams: str = ""
     quantizer: str = ""  # how a quantized run was quantized: int4-gptq, int8-rtn-asym, ...
     non_embedding: int | None = None  # parameters outside the embedding and head (if recorded)
+    variant: str = ""  # the scale settings that change this model (`scale_variant`)
 
     @property
     def R(self) -> float:
@@ -414,6 +415,12 @@ class Law:
         return {n for n, _ in best} - closed
 
     @property
+    def variants(self) -> list[str]:
+        """The scale settings its runs' models were built with (`scale_variant`; "" for none).
+        More than one: the group mixes recipe versions, and its law is not one recipe's."""
+        return sorted({p.variant for p in self.points})
+
+    @property
     def quantizers(self) -> list[str]:
         """How the runs that count were quantized (int4-gptq, int4-rtn-asym, ...)."""
         return sorted({p.quantizer for p in self.points if p.quantizer})
@@ -446,6 +453,7 @@ class Law:
             "R_per_replicate": self.per_replicate,
             "slope": self.slope,
             "scale": self.scale,
+            "variants": self.variants,
         }
 
 
@@ -499,6 +507,24 @@ def model_name(model: dict) -> str:
     overrides = model.get("overrides") or {}
     shape = {k: overrides[k] for k in sorted(overrides) if k in _SIZE_FIELDS + _SCALE_FIELDS}
     return model.get("preset", "?") + "".join(f",{k}={v}" for k, v in shape.items())
+
+
+def scale_variant(preset_name: str, overrides: dict | None = None) -> str:
+    """The scale settings (`_SCALE_FIELDS`) that change this model, as ``k=v`` joined by commas;
+    "" when it is built as it would be without them (``rotary_min_dims=16`` in a 12-dim head,
+    "" in a 64-dim one). Models of one law must agree on it: a store that mixes recipe versions
+    (v2 and v3 at lab widths) would otherwise read two recipes as one law (`Law.variants`)."""
+    from kcap.models import preset
+
+    overrides = dict(overrides or {})
+    bare = {k: v for k, v in overrides.items() if k not in _SCALE_FIELDS}
+    try:
+        model, without = preset(preset_name, 1024, **overrides), preset(preset_name, 1024, **bare)
+    except ValueError:
+        return ""
+    if model.rotary_dims == without.rotary_dims:  # what rotary_min_dims changes
+        return ""
+    return ",".join(f"{k}={overrides[k]}" for k in sorted(overrides) if k in _SCALE_FIELDS)
 
 
 def family_label(dataset: dict) -> str:
@@ -624,6 +650,7 @@ def points_from_records(records: list[RunRecord]) -> list[Point]:
                 ),
                 quantizer=_quantizer(quantize, model.get("preset", "")),
                 non_embedding=(rec.params or {}).get("non_embedding"),
+                variant=scale_variant(model.get("preset", "gpt2-2-2"), overrides),
             )
         )
     return out

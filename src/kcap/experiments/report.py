@@ -359,6 +359,21 @@ _MODEL_HEAD = [
 ]
 
 
+def mixed_notes(laws: list[Law]) -> list[str]:
+    """A warning for each law whose models were built with different scale settings
+    (`Law.variants`): a store that holds two recipe versions reads them as one law."""
+    notes = []
+    for law in laws:
+        if len(law.variants) > 1:
+            built = "; ".join(v or "none" for v in law.variants)
+            notes.append(
+                f"{law.label} mixes models built with different scale settings ({built}): "
+                "its law is not one recipe's; keep each recipe version in its own store "
+                "(README, Results)."
+            )
+    return notes
+
+
 def _kbits(bits: float) -> str:
     return f"{bits / 1000:.1f}k"
 
@@ -562,6 +577,7 @@ def _write_html(
                 + "</tr>"
             )
         h.append("</tbody></table>")
+        h += [f'<p class="warning">Warning: {_e(note)}</p>' for note in mixed_notes(laws)]
         h.append('<h3 id="models">Models</h3>')
         h.append(f"<p>{_e(_MODELS_NOTE)}</p>")
         h.append(
@@ -715,6 +731,7 @@ def _write_markdown(
     if laws:
         md += [_md_row(_LAW_HEAD), _md_row(["---"] * len(_LAW_HEAD))]
         md += [_md_row(_law_cells(law)) for law in laws]
+        md += [line for note in mixed_notes(laws) for line in ("", f"**Warning**: {note}")]
         md += ["", "### Models", "", _MODELS_NOTE, ""]
         md += [_md_row(_MODEL_HEAD), _md_row(["---"] * len(_MODEL_HEAD))]
         md += [_md_row(row) for row in _model_rows(laws)]
