@@ -27,6 +27,8 @@ KNOBS = (
     "name_pool",
     "lr",
     "schedule",
+    "min_lr_ratio",
+    "decay_fraction",
     "warmup_steps",
     "weight_decay",
     "init_std",

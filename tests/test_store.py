@@ -417,6 +417,8 @@ def test_runs_command_csv(tmp_path: Path):
     assert float(by_id[ids[0]]["R_non_embedding"]) == pytest.approx(bits / 16_000, abs=1e-4)
     assert by_id[ids[1]]["R_non_embedding"] == ""  # no parameter counts recorded
     assert by_id[ids[0]]["seed"] == "0" and by_id[ids[0]]["packed_with"] == "0"
+    # the schedule's floor is the default a config leaves out; only wsd has a decay phase
+    assert by_id[ids[0]]["min_lr_ratio"] == "0.1" and by_id[ids[0]]["decay_fraction"] == ""
     # the setting is the analysis's label of the dataset without its N: one for both N here
     assert {r["setting"] for r in rows} == {"bioD k=8 c=1 d=128 l=1 t=128"}
 

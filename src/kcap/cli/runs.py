@@ -26,6 +26,7 @@ from kcap.experiments.archive import export_records, import_records, read_record
 from kcap.experiments.store import STATUSES, ResultsStore, RunRecord
 from kcap.models import preset
 from kcap.models.quantize import quant_label_of
+from kcap.training.config import TrainingSpec
 
 __all__ = ["runs"]
 
@@ -125,7 +126,8 @@ CSV_COLUMNS = (
     "R", "R_max", "recall_accuracy", "steps", "tokens", "train_s",
     # what an ablation varies, and capacity per non-embedding parameter (issue 11)
     "seed", "weight_decay", "batch_size", "window", "vocab", "tokenizer", "name_pool", "schedule",
-    "warmup_steps", "init_std", "non_embedding", "R_non_embedding", "packed_with",
+    "min_lr_ratio", "decay_fraction", "warmup_steps", "init_std", "non_embedding",
+    "R_non_embedding", "packed_with",
 )  # fmt: skip
 
 
@@ -141,6 +143,10 @@ def _rotary_dims(model: dict) -> int | None:
         return preset(model["preset"], 2, **(model.get("overrides") or {})).rotary_dims
     except (KeyError, ValueError):
         return None
+
+
+#: The training defaults a stored config leaves out (`TrainingSpec`'s dump drops some of them).
+_DEFAULT = {k: f.default for k, f in TrainingSpec.model_fields.items()}
 
 
 def csv_row(rec: RunRecord) -> dict[str, Any]:
@@ -184,6 +190,12 @@ def csv_row(rec: RunRecord) -> dict[str, Any]:
         "tokenizer": dataset.get("tokenizer", "bpe"),
         "name_pool": dataset.get("name_pool"),
         "schedule": training.get("schedule", "cosine"),
+        "min_lr_ratio": training.get("min_lr_ratio", _DEFAULT["min_lr_ratio"]),
+        "decay_fraction": (  # only the warmup-stable-decay schedule has a decay phase
+            training.get("decay_fraction", _DEFAULT["decay_fraction"])
+            if training.get("schedule") == "wsd"
+            else None
+        ),
         "warmup_steps": training.get("warmup_steps"),
         "init_std": overrides.get("init_std", 0.02),
         "non_embedding": non_embedding,
