@@ -57,14 +57,15 @@ def per_person(run_dir: Path, batch_size: int = 200) -> tuple[dict, np.ndarray, 
     prm = dataset.manifest["params"]
     k, c, d = prm["k"], prm["c"], prm["d"]
     people = np.arange(dataset.n)
-    endings = ValueEndings(dataset.population, dataset.tokenizer, bios=False, name_pool=None)
+    pool = prm.get("name_pool")  # as `measure_knowledge` builds them
+    endings = ValueEndings(dataset.population, dataset.tokenizer, bios=False, name_pool=pool)
     source = dataset.source(eval_=True)
     docs = _scored_documents(
         model, source, dataset.tokenizer, endings, people, batch_size, "cpu", None
     )
+    keys = [[(VALUE_BASE + a, j) for j in range(c)] for a in range(k)]  # each attribute's chunks
     bits, recall = np.zeros(len(people)), np.zeros(len(people))
     for i, doc in enumerate(docs):
-        keys = [[(VALUE_BASE + a, j) for j in range(c)] for a in range(k)]
         loss = sum(doc.loss(key) for attr in keys for key in attr)
         bits[i] = k * c * math.log2(d) - loss / math.log(2)
         recall[i] = np.mean([doc.recalled(attr) for attr in keys])
