@@ -114,7 +114,8 @@ def test_every_model_says_why_it_is_or_is_not_at_capacity(tmp_path):
 
 def test_a_law_over_two_recipe_versions_is_flagged(tmp_path):
     """v2's GPT2 and v3's (more rotated dims at the same width) in one store: one `gpt2` law,
-    and a warning under the laws table of the page and of the markdown; none for one version."""
+    and a warning under the laws table of the page and of the markdown, and on the console;
+    none for one version."""
     with ResultsStore(tmp_path / "r.db") as store:
         for n in (800, 1600):
             syn.record(store, n=n, P=24_000, R=1.0, biod=(8, 1, 128, 1, 128))
@@ -124,12 +125,17 @@ def test_a_law_over_two_recipe_versions_is_flagged(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store:
         floor = {"rotary_min_dims": 16}
         syn.record(store, n=800, P=28_000, R=1.0, biod=(8, 1, 128, 1, 128), overrides=floor)
-    write_report(tmp_path / "r.db", tmp_path / "two")
+    out = CliRunner().invoke(
+        app, ["report", str(tmp_path / "r.db"), "--out", str(tmp_path / "two")]
+    )
+    assert out.exit_code == 0, out.output
     md = (tmp_path / "two" / "report.md").read_text()
     html = (tmp_path / "two" / "index.html").read_text()
     warning = "bioD, 1000 exposures, gpt2 mixes models built with different scale settings"
     assert f"**Warning**: {warning} (none; rotary_min_dims=16)" in md
     assert md.count("**Warning**") == 1 and warning in html
+    console = " ".join(out.stderr.split())  # the console says it too, on stderr
+    assert console.count("warning:") == 1 and warning in console
 
 
 def test_the_header_counts_interrupted_runs_apart_from_failed_ones(tmp_path):

@@ -25,5 +25,8 @@ def report(
     if not store.is_file():
         raise KcapError("DB", f"no results store at {store}")
     require_writable(out, "--out")
-    page = write_report(store, out, title=title)
+    err = Console(stderr=True)
+    page = write_report(
+        store, out, title=title, warn=lambda note: err.print(f"[yellow]warning:[/] {note}")
+    )
     Console().print(f"report: {page} (and {out / 'report.md'}); open it from disk")

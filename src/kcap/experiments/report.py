@@ -18,6 +18,7 @@ import html
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -413,14 +414,23 @@ def _model_rows(laws: list[Law]) -> list[list[str]]:
     return rows
 
 
-def write_report(db: str | Path, out: str | Path, *, title: str = "kcap report") -> Path:
+def write_report(
+    db: str | Path,
+    out: str | Path,
+    *,
+    title: str = "kcap report",
+    warn: Callable[[str], None] | None = None,
+) -> Path:
     """Write ``out/index.html``, ``out/report.md`` and ``out/figures/``; return the HTML path.
 
     The store is read first, and the files are staged beside ``out`` and moved in at the end
-    (`kcap.atomic.staged_dir`), so a failure leaves ``out`` as it was."""
+    (`kcap.atomic.staged_dir`), so a failure leaves ``out`` as it was. ``warn`` is also handed
+    each warning the page carries (`mixed_notes`), for the console."""
     out = Path(out)
     points = load_points(db)
     laws = analyse(points)
+    for note in mixed_notes(laws) if warn else ():
+        warn(note)
     findings = evaluate_all(laws)
     status = _status_counts(db)
     extractions = load_extractions(db)
